@@ -1,0 +1,64 @@
+# LearnTrack developer commands. `make` or `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+LT := $(BIN)/learntrack
+APT_PACKAGES := redis-server openjdk-17-jre-headless
+STAMP := $(VENV)/.installed
+
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## Install what is missing: apt packages, .venv, pinned packages (idempotent)
+
+$(STAMP): pyproject.toml
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing apt packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[local,dev]'
+	@touch $(STAMP)
+
+up: setup ## Start the local stack (add ARGS=--spark-cluster for a Spark cluster)
+	$(LT) stack up $(ARGS)
+
+down: ## Stop the local stack cleanly (data is kept in .learntrack/)
+	@if [ -x $(LT) ]; then $(LT) stack down; else echo "nothing to stop"; fi
+
+status: setup ## Show the local stack's servers
+	$(LT) stack status
+
+demo: setup ## Start the stack, run the pipeline on synthetic data, show the result
+	$(LT) stack up
+	$(LT) stack check
+	$(LT) stack status
+
+lint: setup ## ruff (lint + format check) and mypy
+	$(BIN)/ruff check learntrack tests
+	$(BIN)/ruff format --check learntrack tests
+	$(BIN)/mypy
+
+format: setup ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix learntrack tests
+	$(BIN)/ruff format learntrack tests
+
+test: setup lint ## Run the full test suite against a real local stack
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: setup ## Benchmarks (writes docs/benchmarks.md); BENCH_ARGS=--quick for a short run
+	$(LT) bench $(BENCH_ARGS)
+
+clean: down ## Stop the stack and delete all local state (.learntrack*)
+	rm -rf .learntrack .learntrack-test
+
+.PHONY: help setup up down status demo lint format test bench clean

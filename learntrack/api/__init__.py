@@ -1,0 +1,1 @@
+"""The query service (FastAPI): the six operations for course apps and teachers."""

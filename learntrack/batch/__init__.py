@@ -1,0 +1,1 @@
+"""Batch: the nightly Spark jobs that aggregate the lake into Cassandra."""

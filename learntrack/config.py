@@ -1,0 +1,328 @@
+"""The one settings tree of LearnTrack.
+
+Every endpoint, port, credential, directory and topic name is defined once here.
+Values come, highest priority first, from: keyword arguments, environment variables
+(prefix ``LEARNTRACK_``, nesting with ``__``, e.g. ``LEARNTRACK_MONGO__PORT``), a
+``.env`` file in the working directory, the credentials file that ``learntrack stack
+up`` generates in the data directory (``<data_dir>/credentials.env``), then the
+defaults, which point at the local stack on 127.0.0.1.
+
+Build settings with :func:`get_settings` when you need them; nothing here runs at
+import time. Settings objects are plain pydantic models: picklable, so Spark can
+ship them to executors.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote_plus
+
+from dotenv import dotenv_values
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from learntrack.errors import ConfigError
+
+ENV_PREFIX = "LEARNTRACK_"
+ENV_NESTED_DELIMITER = "__"
+DEFAULT_DATA_DIR = Path(".learntrack")
+CREDENTIALS_FILE = "credentials.env"
+LOCALHOST = "127.0.0.1"
+
+Port = int
+
+
+def _port(default: int, description: str) -> Any:
+    return Field(default, ge=1, le=65535, description=description)
+
+
+class TopicSettings(BaseModel):
+    """Kafka topic names."""
+
+    activity: str = Field("learntrack.activity", min_length=1)
+    dlq: str = Field("learntrack.activity.dlq", min_length=1)
+    alerts: str = Field("learntrack.alerts", min_length=1)
+
+
+class KafkaSettings(BaseModel):
+    """The event log: a Kafka cluster, or the local Kafka-compatible broker."""
+
+    host: str = LOCALHOST
+    port: Port = _port(9092, "Port of the local broker.")
+    bootstrap_servers: str | None = Field(
+        None, description="Comma-separated host:port list; default host:port."
+    )
+    partitions: int = Field(6, ge=1, le=1024)
+    replication_factor: int = Field(1, ge=1)
+    retention_ms: int = Field(
+        7 * 24 * 3600 * 1000,
+        ge=60_000,
+        description="Retention of the topics LearnTrack creates (the local broker "
+        "keeps everything in memory, so this is always bounded).",
+    )
+    security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = (
+        "PLAINTEXT"
+    )
+    sasl_mechanism: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        """The bootstrap servers clients connect to."""
+        return self.bootstrap_servers or f"{self.host}:{self.port}"
+
+    def client_config(self) -> dict[str, Any]:
+        """Base librdkafka configuration shared by producers, consumers and admins."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.username:
+            conf["sasl.username"] = self.username
+        if self.password:
+            conf["sasl.password"] = self.password.get_secret_value()
+        return conf
+
+
+class MongoSettings(BaseModel):
+    """MongoDB: raw activity log, student profiles, alerts."""
+
+    host: str = LOCALHOST
+    port: Port = _port(27017, "Port of the local mongod.")
+    uri: SecretStr | None = Field(
+        None, description="Full connection string; overrides host/port/credentials."
+    )
+    database: str = Field("learntrack", min_length=1)
+    replica_set: str = "rs0"
+    username: str = "learntrack"
+    password: SecretStr | None = None
+    auth_source: str = "admin"
+
+    def connection_uri(self) -> str:
+        """The URI a client connects with (credentials included when set)."""
+        if self.uri is not None:
+            return self.uri.get_secret_value()
+        auth = ""
+        query = "directConnection=true"
+        if self.password is not None:
+            user = quote_plus(self.username)
+            pwd = quote_plus(self.password.get_secret_value())
+            auth = f"{user}:{pwd}@"
+            query += f"&authSource={self.auth_source}"
+        return f"mongodb://{auth}{self.host}:{self.port}/?{query}"
+
+
+class RedisSettings(BaseModel):
+    """Redis: engagement scores, leaderboards, counters."""
+
+    host: str = LOCALHOST
+    port: Port = _port(6379, "Port of the local redis-server.")
+    db: int = Field(0, ge=0, le=15)
+    username: str | None = None
+    password: SecretStr | None = None
+    url: SecretStr | None = Field(None, description="Full redis:// URL; overrides.")
+
+    def connection_url(self) -> str:
+        """The URL a client connects with (password included when set)."""
+        if self.url is not None:
+            return self.url.get_secret_value()
+        auth = ""
+        if self.password is not None:
+            user = quote_plus(self.username or "")
+            auth = f"{user}:{quote_plus(self.password.get_secret_value())}@"
+        return f"redis://{auth}{self.host}:{self.port}/{self.db}"
+
+
+class GraphSettings(BaseModel):
+    """The region graph, spoken to over Bolt + Cypher (Neo4j, or local ArcadeDB)."""
+
+    host: str = LOCALHOST
+    bolt_port: Port = _port(7687, "Bolt port of the graph server.")
+    http_port: Port = _port(2480, "HTTP port of the local ArcadeDB server.")
+    uri: str | None = Field(None, description="Bolt URI; default bolt://host:port.")
+    database: str = Field(
+        "learntrack",
+        min_length=1,
+        description="Database name sessions use (Neo4j Community: 'neo4j').",
+    )
+    username: str = "root"
+    password: SecretStr | None = None
+
+    @property
+    def bolt_uri(self) -> str:
+        """The Bolt URI the driver connects to."""
+        return self.uri or f"bolt://{self.host}:{self.bolt_port}"
+
+
+class CassandraSettings(BaseModel):
+    """Cassandra: daily course engagement."""
+
+    contact_points: list[str] = Field(default_factory=lambda: [LOCALHOST])
+    port: Port = _port(9042, "CQL native transport port.")
+    rpc_port: Port = _port(9160, "Thrift port of the local Cassandra 1.2.")
+    storage_port: Port = _port(7000, "Gossip port of the local Cassandra 1.2.")
+    ssl_storage_port: Port = _port(7001, "TLS gossip port of the local Cassandra.")
+    keyspace: str = Field("learntrack", pattern=r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
+    protocol_version: int = Field(
+        1, ge=1, le=5, description="1 for the local Cassandra 1.2; 4/5 for 4.x/5.x."
+    )
+    consistency: Literal["ONE", "QUORUM", "LOCAL_QUORUM", "ALL"] = "ONE"
+    username: str | None = None
+    password: SecretStr | None = None
+
+
+class SparkSettings(BaseModel):
+    """Where Spark jobs run and how the session is tuned."""
+
+    master: str = Field("local[*]", description="local[N] or spark://host:port.")
+    app_name: str = "learntrack"
+    shuffle_partitions: int = Field(4, ge=1)
+    ui_enabled: bool = False
+    driver_memory: str = "1g"
+    executor_memory: str = "1g"
+    master_port: Port = _port(7077, "Port of the local standalone master.")
+    master_webui_port: Port = _port(8080, "Web UI port of the local master.")
+    worker_webui_port: Port = _port(8081, "Web UI port of the local worker.")
+    worker_cores: int = Field(2, ge=1)
+    worker_memory: str = "2g"
+    checkpoint_dir: Path | None = Field(
+        None, description="Streaming checkpoints; default <data_dir>/checkpoints."
+    )
+
+    @property
+    def cluster_master_url(self) -> str:
+        """The master URL of the local standalone cluster."""
+        return f"spark://{LOCALHOST}:{self.master_port}"
+
+
+class StackSettings(BaseModel):
+    """The local servers started by ``learntrack stack`` (no Docker)."""
+
+    start_timeout_s: float = Field(120.0, gt=0)
+    stop_timeout_s: float = Field(60.0, gt=0)
+    mongo_cache_gb: float = Field(0.25, gt=0)
+    graph_heap: str = "512m"
+    cassandra_heap: str = "512m"
+
+
+class Settings(BaseSettings):
+    """The whole settings tree. Build it with :func:`get_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    data_dir: Path = Field(
+        DEFAULT_DATA_DIR,
+        description="Where the local stack keeps all its state (git-ignored).",
+    )
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    mongo: MongoSettings = Field(default_factory=MongoSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    graph: GraphSettings = Field(default_factory=GraphSettings)
+    cassandra: CassandraSettings = Field(default_factory=CassandraSettings)
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    stack: StackSettings = Field(default_factory=StackSettings)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        # Servers run with their own working directory: paths must not be relative.
+        return value.expanduser().resolve()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Add the generated credentials file below the environment and ``.env``."""
+        credentials = DotEnvSettingsSource(
+            settings_cls, env_file=credentials_path(_resolve_data_dir())
+        )
+        return (init_settings, env_settings, dotenv_settings, credentials)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Root of the streaming checkpoints."""
+        return self.spark.checkpoint_dir or self.data_dir / "checkpoints"
+
+
+def _resolve_data_dir() -> Path:
+    """Find the data directory before the settings are built (env, then .env)."""
+    key = f"{ENV_PREFIX}DATA_DIR"
+    value = os.environ.get(key)
+    if value is None and Path(".env").is_file():
+        value = dotenv_values(".env").get(key)
+    return Path(value) if value else DEFAULT_DATA_DIR
+
+
+def credentials_path(data_dir: Path) -> Path:
+    """Where ``stack up`` writes the generated credentials for ``data_dir``."""
+    return data_dir / CREDENTIALS_FILE
+
+
+def env_var_name(loc: tuple[str | int, ...]) -> str:
+    """The environment variable behind a settings field location."""
+    parts = [str(p).upper() for p in loc if not isinstance(p, int)]
+    return ENV_PREFIX + ENV_NESTED_DELIMITER.join(parts)
+
+
+def get_settings(**overrides: Any) -> Settings:
+    """Build the effective settings, or raise :class:`ConfigError` in one line.
+
+    Runs wherever settings are needed (CLI, driver, tests); the result is picklable
+    and is what Spark ships to executors.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as err:
+        first = err.errors()[0]
+        name = env_var_name(first["loc"])
+        raw = first.get("input")
+        shown = f" (got {raw!r})" if isinstance(raw, str | int | float) else ""
+        message = f"invalid setting {name}: {first['msg']}{shown}"
+        more = len(err.errors()) - 1
+        if more:
+            message += f" (and {more} more)"
+        raise ConfigError(message) from err
+
+
+SECRET_MASK = "********"  # noqa: S105 - the mask, not a password
+
+
+def masked_dump(settings: Settings) -> dict[str, Any]:
+    """The effective settings as plain data with every secret masked."""
+
+    def mask(value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            return SECRET_MASK
+        if isinstance(value, BaseModel):
+            return {k: mask(getattr(value, k)) for k in type(value).model_fields}
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, list):
+            return [mask(v) for v in value]
+        return value
+
+    dumped: dict[str, Any] = mask(settings)
+    return dumped

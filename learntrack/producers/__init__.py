@@ -1,0 +1,6 @@
+"""Producers: where an activity event is born.
+
+Course apps publish through the producer SDK; demos, tests and benchmarks through the
+synthetic load generator; existing xAPI records through the importer. Everything here
+runs in the producing process and imports nothing downstream (no sinks, no streaming).
+"""

