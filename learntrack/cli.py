@@ -7,10 +7,15 @@ for bugs only. Nothing imports this module.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 import sys
+import time
+from pathlib import Path
 from typing import Annotated
 
+import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -30,8 +35,10 @@ config_app = typer.Typer(help="Inspect the effective settings.", no_args_is_help
 stack_app = typer.Typer(
     help="Run the local servers (no Docker needed).", no_args_is_help=True
 )
+topics_app = typer.Typer(help="Manage LearnTrack's Kafka topics.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(stack_app, name="stack")
+app.add_typer(topics_app, name="topics")
 
 console = Console()
 
@@ -138,6 +145,168 @@ def _print_status(stack: object) -> bool:
         table.add_row(r.name, r.version, r.address, str(r.pid or "-"), rss, health)
     console.print(table)
     return all(r.healthy for r in rows)
+
+
+# -- topics -----------------------------------------------------------------
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create the activity, dead-letter and alert topics (idempotent)."""
+    from learntrack.topics import ensure_topics
+
+    table = Table("topic", "partitions", "action")
+    for state in ensure_topics(get_settings()):
+        table.add_row(state.name, str(state.partitions), state.action)
+    console.print(table)
+
+
+# -- generate ---------------------------------------------------------------
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """Parse ``90s``, ``30m``, ``2h``, ``1d``, ``500ms`` (a bare number: seconds)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", text)
+    if not match:
+        msg = f"invalid duration {text!r}: use e.g. 500ms, 90s, 30m, 2h, 1d"
+        raise typer.BadParameter(msg)
+    return dt.timedelta(seconds=float(match[1]) * _UNITS[match[2] or "s"])
+
+
+def parse_start(text: str) -> dt.datetime:
+    """Parse an ISO date or date-time; naive values are taken as UTC."""
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        msg = f"invalid start {text!r}: use an ISO date, e.g. 2026-11-21T08:00Z"
+        raise typer.BadParameter(msg) from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+@app.command("generate")
+def generate(
+    students: Annotated[int, typer.Option(min=1, help="Number of students.")] = 1000,
+    courses: Annotated[int, typer.Option(min=1, help="Number of courses.")] = 20,
+    events: Annotated[
+        int | None, typer.Option(min=1, help="Valid events to publish (default 10000).")
+    ] = None,
+    duration: Annotated[
+        str | None,
+        typer.Option(
+            help="Publish for this long at --rate instead of --events (e.g. 60s)."
+        ),
+    ] = None,
+    rate: Annotated[
+        float, typer.Option(min=0, help="Events per second; 0 = as fast as possible.")
+    ] = 0.0,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            help="Simulated event time of the first day (default: yesterday)."
+        ),
+    ] = None,
+    span: Annotated[str, typer.Option(help="Simulated event-time span.")] = "1d",
+    seed: Annotated[int, typer.Option(help="Same seed, same events and truth.")] = 42,
+    truth: Annotated[
+        Path | None, typer.Option(help="Write the ground truth (JSON) to this file.")
+    ] = None,
+    bad_ratio: Annotated[
+        float, typer.Option(min=0, max=1, help="Extra malformed records, as a share.")
+    ] = 0.0,
+    out_of_order: Annotated[
+        str, typer.Option(help="Shuffle delivery within this event-time lag (e.g. 2m).")
+    ] = "0s",
+    anomaly_ratio: Annotated[
+        float, typer.Option(min=0, max=0.5, help="Share of students with an anomaly.")
+    ] = 0.01,
+    profiles: Annotated[
+        bool, typer.Option(help="Upsert the students' profiles into MongoDB.")
+    ] = True,
+    topic: Annotated[
+        str | None, typer.Option(help="Default: the activity topic.")
+    ] = None,
+) -> None:
+    """Publish realistic synthetic activity (with labelled anomalies) to Kafka."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from learntrack.producers import ActivityProducer
+    from learntrack.producers.generator import (
+        Generator,
+        GeneratorConfig,
+        build_truth,
+        publish,
+        upsert_profiles,
+    )
+
+    if events is not None and duration is not None:
+        raise typer.BadParameter("give --events or --duration, not both")
+    if duration is not None:
+        if rate <= 0:
+            raise typer.BadParameter("--duration needs a --rate above 0")
+        events = max(1, int(parse_duration(duration).total_seconds() * rate))
+    settings = get_settings()
+    config = GeneratorConfig(
+        students=students,
+        courses=courses,
+        events=events or 10_000,
+        start=parse_start(start) if start else GeneratorConfig().start,
+        span=parse_duration(span),
+        seed=seed,
+        bad_ratio=bad_ratio,
+        anomaly_ratio=anomaly_ratio,
+        out_of_order=parse_duration(out_of_order),
+        regions=tuple(settings.events.regions),
+        weights=dict(settings.scoring.weights),
+        half_life_s=settings.scoring.half_life_s,
+    )
+    with console.status("generating events..."):
+        data = Generator(config).build()
+    if profiles:
+        with console.status("upserting student profiles into MongoDB..."):
+            upsert_profiles(settings, data.profiles)
+    if truth is not None:
+        truth.parent.mkdir(parents=True, exist_ok=True)
+        truth.write_bytes(orjson.dumps(build_truth(data), option=orjson.OPT_INDENT_2))
+    total = len(data.order)
+    progress = Progress(
+        TextColumn("[bold]publishing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    started = time.perf_counter()
+    with ActivityProducer(settings, topic=topic) as producer, progress:
+        task = progress.add_task("publish", total=total, rate="")
+
+        def advance(n: int) -> None:
+            done = progress.tasks[0].completed + n
+            per_s = done / max(time.perf_counter() - started, 1e-9)
+            progress.update(task, advance=n, rate=f"{per_s:>9,.0f} events/s")
+
+        publish(data, producer.send_serialized, rate=rate, on_progress=advance)
+    elapsed = time.perf_counter() - started
+    summary = Table("what", "count", title="Generated")
+    summary.add_row("valid events", f"{len(data.events):,}")
+    summary.add_row("malformed records", f"{len(data.malformed):,}")
+    summary.add_row("students / courses", f"{students:,} / {courses:,}")
+    summary.add_row("injected anomalies", f"{len(data.anomalies):,}")
+    summary.add_row("legitimate travellers", f"{len(data.travel):,}")
+    summary.add_row(
+        "published in", f"{elapsed:.1f} s ({total / elapsed:,.0f} records/s)"
+    )
+    summary.add_row(
+        "delivered / failed", f"{producer.delivered:,} / {producer.failed:,}"
+    )
+    console.print(summary)
+    if truth is not None:
+        console.print(f"truth written to {truth}")
 
 
 # -- spark ------------------------------------------------------------------

@@ -205,6 +205,54 @@ class SparkSettings(BaseModel):
         return f"spark://{LOCALHOST}:{self.master_port}"
 
 
+class EventSettings(BaseModel):
+    """What counts as a valid activity event."""
+
+    regions: list[str] = Field(
+        default_factory=lambda: ["EU", "US", "AF", "ASIA", "SA", "OC"], min_length=1
+    )
+    max_future_s: float = Field(
+        86_400.0, ge=0, description="Tolerance for event times ahead of our clock."
+    )
+    max_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="Larger raw records go to the dead-letter topic.",
+    )
+
+
+class ProducerSettings(BaseModel):
+    """The producer SDK's delivery behaviour."""
+
+    linger_ms: int = Field(20, ge=0, le=10_000)
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    delivery_timeout_ms: int = Field(
+        30_000, ge=1_000, description="After this a message is reported as failed."
+    )
+    queue_max_messages: int = Field(200_000, ge=1_000)
+    queue_full_timeout_s: float = Field(
+        5.0, ge=0, description="How long send() waits for room before raising."
+    )
+
+
+class ScoringSettings(BaseModel):
+    """Engagement score: weight per action, exponential decay by event time."""
+
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "page_view": 1.0,
+            "quiz_attempt": 5.0,
+            "video_play": 2.0,
+            "video_complete": 3.0,
+            "assignment_submit": 8.0,
+            "forum_post": 3.0,
+            "login": 0.5,
+            "logout": 0.0,
+        }
+    )
+    half_life_s: float = Field(7 * 86_400.0, gt=0, description="Decay half-life.")
+
+
 class StackSettings(BaseModel):
     """The local servers started by ``learntrack stack`` (no Docker)."""
 
@@ -239,6 +287,9 @@ class Settings(BaseSettings):
     cassandra: CassandraSettings = Field(default_factory=CassandraSettings)
     spark: SparkSettings = Field(default_factory=SparkSettings)
     stack: StackSettings = Field(default_factory=StackSettings)
+    events: EventSettings = Field(default_factory=EventSettings)
+    producer: ProducerSettings = Field(default_factory=ProducerSettings)
+    scoring: ScoringSettings = Field(default_factory=ScoringSettings)
 
     @field_validator("data_dir")
     @classmethod
@@ -260,6 +311,16 @@ class Settings(BaseSettings):
             settings_cls, env_file=credentials_path(_resolve_data_dir())
         )
         return (init_settings, env_settings, dotenv_settings, credentials)
+
+    def event_context(self) -> dict[str, Any]:
+        """The validation context of :class:`learntrack.events.ActivityEvent`."""
+        import datetime as dt
+
+        from learntrack.events import validation_context
+
+        return validation_context(
+            self.events.regions, dt.timedelta(seconds=self.events.max_future_s)
+        )
 
     @property
     def checkpoint_dir(self) -> Path:

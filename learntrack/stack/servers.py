@@ -142,6 +142,12 @@ class KafkaBroker(LocalServer):
             LOCALHOST,
         ]
 
+    def after_ready(self) -> None:
+        """Create LearnTrack's topics (idempotent)."""
+        from learntrack.topics import ensure_topics
+
+        ensure_topics(self.settings)
+
     def check(self) -> str:
         """A metadata round-trip through confluent-kafka's AdminClient."""
         from confluent_kafka.admin import AdminClient
@@ -504,9 +510,18 @@ class CassandraServer(LocalServer):
 
     def check(self) -> str:
         """A CQL round-trip over protocol v1 at consistency ONE."""
+        import logging
+
         from learntrack.clients import cassandra_session
 
-        cluster, session = cassandra_session(self.settings, keyspace=None, timeout=3)
+        # While the server starts, the driver logs every refused connection.
+        driver_log = logging.getLogger("cassandra")
+        level = driver_log.level
+        driver_log.setLevel(logging.CRITICAL)
+        try:
+            cluster, session = cassandra_session(self.settings, timeout=3)
+        finally:
+            driver_log.setLevel(level)
         try:
             row = session.execute("SELECT release_version FROM system.local").one()
             return f"Cassandra {row.release_version}"

@@ -1,0 +1,230 @@
+"""The activity event contract: one pydantic model shared by everyone.
+
+The producer SDK, the load generator, the xAPI importer, the streaming job (whose
+Spark schema is derived from this model by :func:`spark_schema`), the API and the docs
+all use :class:`ActivityEvent`. Field names keep the original design's
+(``studentId, courseId, action, timestamp, region``). Pure code: runs anywhere, in any
+process, and is picklable.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import types
+import uuid
+from collections.abc import Iterable
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+SCHEMA_VERSION = 1
+
+#: Regions accepted when the caller passes no configured set.
+DEFAULT_REGIONS: tuple[str, ...] = ("EU", "US", "AF", "ASIA", "SA", "OC")
+
+#: Identifiers: letters, digits and ``_ . : @ -``. Anything else (``$``, quotes,
+#: braces, spaces) is rejected, so ids can never carry query operators or fragments.
+ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,64}$"
+
+#: Event times before this are absurd (no LMS logged them).
+MIN_EVENT_TIME = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+#: Default tolerance for clocks ahead of ours.
+DEFAULT_MAX_FUTURE = dt.timedelta(days=1)
+#: Largest accepted serialized event (bytes); larger raw records go to the DLQ.
+MAX_EVENT_BYTES = 64 * 1024
+MAX_METADATA_KEYS = 20
+MAX_METADATA_VALUE_CHARS = 256
+
+Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
+MetadataValue = str | int | float | bool
+
+
+class Action(StrEnum):
+    """What a student did."""
+
+    PAGE_VIEW = "page_view"
+    QUIZ_ATTEMPT = "quiz_attempt"
+    VIDEO_PLAY = "video_play"
+    VIDEO_COMPLETE = "video_complete"
+    ASSIGNMENT_SUBMIT = "assignment_submit"
+    FORUM_POST = "forum_post"
+    LOGIN = "login"
+    LOGOUT = "logout"
+
+
+class Device(StrEnum):
+    """Where the student acted from."""
+
+    WEB = "web"
+    IOS = "ios"
+    ANDROID = "android"
+    DESKTOP = "desktop"
+    OTHER = "other"
+
+
+def validation_context(
+    regions: Iterable[str] = DEFAULT_REGIONS,
+    max_future: dt.timedelta = DEFAULT_MAX_FUTURE,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """The context :class:`ActivityEvent` validates against (configured regions...)."""
+    return {"regions": frozenset(regions), "max_future": max_future, "now": now}
+
+
+class ActivityEvent(BaseModel):
+    """One thing one student did in one course, at one time, from one region.
+
+    ``eventId`` is the idempotence key everywhere (filled with a UUID4 when absent).
+    ``timestamp`` is the event time; it must carry a timezone and is stored in UTC.
+    Validate with a context from :func:`validation_context` to use the configured
+    regions; without one, :data:`DEFAULT_REGIONS` apply.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+    eventId: uuid.UUID = Field(default_factory=uuid.uuid4)  # noqa: N815 - contract
+    studentId: Identifier  # noqa: N815
+    courseId: Identifier  # noqa: N815
+    action: Action
+    timestamp: AwareDatetime
+    region: str = Field(min_length=1, max_length=16)
+    sessionId: Identifier | None = None  # noqa: N815
+    device: Device | None = None
+    durationMs: int | None = Field(None, ge=0, le=24 * 3600 * 1000)  # noqa: N815
+    score: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
+    metadata: dict[str, MetadataValue] | None = None
+    schemaVersion: Literal[1] = 1  # noqa: N815 - bump with SCHEMA_VERSION
+
+    @field_validator("timestamp")
+    @classmethod
+    def _utc_and_plausible(
+        cls, value: dt.datetime, info: ValidationInfo
+    ) -> dt.datetime:
+        ctx = info.context or {}
+        value = value.astimezone(dt.UTC)
+        now = ctx.get("now") or dt.datetime.now(dt.UTC)
+        max_future = ctx.get("max_future") or DEFAULT_MAX_FUTURE
+        if value < MIN_EVENT_TIME:
+            msg = f"timestamp {value.isoformat()} is before {MIN_EVENT_TIME.date()}"
+            raise ValueError(msg)
+        if value > now + max_future:
+            msg = (
+                f"timestamp {value.isoformat()} is more than {max_future} in the future"
+            )
+            raise ValueError(msg)
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _known_region(cls, value: str, info: ValidationInfo) -> str:
+        regions = (info.context or {}).get("regions") or DEFAULT_REGIONS
+        if value not in regions:
+            msg = f"unknown region {value!r}; expected one of {sorted(regions)}"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _small_metadata(
+        cls, value: dict[str, MetadataValue] | None
+    ) -> dict[str, MetadataValue] | None:
+        if value is None:
+            return None
+        if len(value) > MAX_METADATA_KEYS:
+            msg = f"metadata has {len(value)} keys; at most {MAX_METADATA_KEYS}"
+            raise ValueError(msg)
+        for key, item in value.items():
+            if len(key) > 64 or key.startswith("$") or "." in key:  # noqa: PLR2004
+                msg = f"metadata key {key[:70]!r} is too long or starts with $ / has ."
+                raise ValueError(msg)
+            if isinstance(item, str) and len(item) > MAX_METADATA_VALUE_CHARS:
+                msg = f"metadata value {key!r} exceeds {MAX_METADATA_VALUE_CHARS} chars"
+                raise ValueError(msg)
+        return value
+
+    def to_json(self) -> bytes:
+        """The wire form: compact JSON, ``timestamp`` in UTC ending in ``Z``."""
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+class StudentProfile(BaseModel):
+    """A student's profile document (MongoDB ``students``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    studentId: Identifier  # noqa: N815
+    name: str = Field(min_length=1, max_length=200)
+    email: EmailStr
+    speciality: str = Field(min_length=1, max_length=100)
+    studentLevel: str = Field(min_length=1, max_length=20)  # noqa: N815
+    progress: float = Field(ge=0, le=100)
+    lastUpdated: AwareDatetime  # noqa: N815
+
+
+def describe_error(err: ValidationError) -> str:
+    """One line naming each invalid field, e.g. ``region: unknown region 'XX'``."""
+    parts = []
+    for item in err.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "event"
+        parts.append(f"{field}: {item['msg']}")
+    return "; ".join(parts)
+
+
+# -- the Spark schema, derived from the model -----------------------------------
+def _spark_type(annotation: Any) -> Any:  # noqa: PLR0911 - one return per type
+    from pyspark.sql import types as T  # noqa: N812
+
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _spark_type(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        inner = [a for a in get_args(annotation) if a is not type(None)]
+        if len(inner) == 1:
+            return _spark_type(inner[0])
+        return T.StringType()  # a union of scalars (metadata values): keep as text
+    if origin is dict:
+        return T.MapType(T.StringType(), _spark_type(get_args(annotation)[1]))
+    if origin is Literal:
+        return _spark_type(type(get_args(annotation)[0]))
+    simple = {
+        uuid.UUID: T.StringType(),
+        str: T.StringType(),
+        int: T.LongType(),
+        float: T.DoubleType(),
+        bool: T.BooleanType(),
+        dt.datetime: T.TimestampType(),
+    }
+    if isinstance(annotation, type) and issubclass(annotation, StrEnum):
+        return T.StringType()
+    if annotation in simple:
+        return simple[annotation]
+    by_name = {"AwareDatetime": T.TimestampType(), "EmailStr": T.StringType()}
+    if getattr(annotation, "__name__", "") in by_name:
+        return by_name[annotation.__name__]
+    msg = f"no Spark type for {annotation!r}"
+    raise TypeError(msg)
+
+
+def spark_schema(model: type[BaseModel] = ActivityEvent) -> Any:
+    """The Spark ``StructType`` of ``model``, field by field, in declaration order.
+
+    Required fields are non-nullable. Runs on the Spark driver (imports pyspark).
+    """
+    from pyspark.sql import types as T  # noqa: N812
+
+    return T.StructType(
+        [
+            T.StructField(name, _spark_type(field.annotation), not field.is_required())
+            for name, field in model.model_fields.items()
+        ]
+    )

@@ -1,0 +1,195 @@
+"""The event contract: validation, JSON round-trips, the derived Spark schema."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from learntrack.events import (
+    DEFAULT_REGIONS,
+    Action,
+    ActivityEvent,
+    StudentProfile,
+    describe_error,
+    spark_schema,
+    validation_context,
+)
+
+NOW = dt.datetime(2026, 11, 22, 12, tzinfo=dt.UTC)
+CTX = validation_context(now=NOW)
+
+
+def valid(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "studentId": "S1",
+        "courseId": "BD101",
+        "action": "quiz_attempt",
+        "timestamp": "2026-11-22T10:00:00+02:00",
+        "region": "EU",
+        "score": 0.75,
+    }
+    base.update(overrides)
+    return base
+
+
+def test_timestamp_is_stored_as_utc_and_event_id_filled() -> None:
+    event = ActivityEvent.model_validate(valid(), context=CTX)
+    assert event.timestamp == dt.datetime(2026, 11, 22, 8, tzinfo=dt.UTC)
+    assert event.timestamp.utcoffset() == dt.timedelta(0)
+    assert isinstance(event.eventId, uuid.UUID) and event.eventId.version == 4
+    assert event.schemaVersion == 1
+    assert b'"timestamp":"2026-11-22T08:00:00Z"' in event.to_json()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"action": "teleport"}, "action"),
+        ({"region": "MARS"}, "region"),
+        ({"timestamp": "2026-11-22T10:00:00"}, "timestamp"),  # naive
+        ({"timestamp": "1970-01-01T00:00:00Z"}, "timestamp"),  # absurd past
+        ({"timestamp": "2999-01-01T00:00:00Z"}, "timestamp"),  # absurd future
+        ({"studentId": {"$gt": ""}}, "studentId"),
+        ({"studentId": "S1'}) DETACH DELETE n //"}, "studentId"),
+        ({"courseId": ""}, "courseId"),
+        ({"score": 1.5}, "score"),
+        ({"score": float("nan")}, "score"),
+        ({"durationMs": -1}, "durationMs"),
+        ({"eventId": "not-a-uuid"}, "eventId"),
+        ({"metadata": {"$where": "1"}}, "metadata"),
+        ({"metadata": {f"k{i}": i for i in range(30)}}, "metadata"),
+        ({"unexpected": 1}, "unexpected"),
+        ({"schemaVersion": 2}, "schemaVersion"),
+    ],
+)
+def test_invalid_values_are_rejected_naming_the_field(
+    overrides: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        ActivityEvent.model_validate(valid(**overrides), context=CTX)
+    assert describe_error(info.value).startswith(f"{field}")
+
+
+def test_missing_required_fields_are_named() -> None:
+    data = valid()
+    del data["courseId"], data["region"]
+    with pytest.raises(ValidationError) as info:
+        ActivityEvent.model_validate(data, context=CTX)
+    message = describe_error(info.value)
+    assert "courseId: Field required" in message
+    assert "region: Field required" in message
+
+
+def test_regions_are_configurable() -> None:
+    ctx = validation_context(regions=["MENA", "EU"], now=NOW)
+    event = ActivityEvent.model_validate(valid(region="MENA"), context=ctx)
+    assert event.region == "MENA"
+    with pytest.raises(ValidationError):
+        ActivityEvent.model_validate(valid(region="US"), context=ctx)
+    assert set(DEFAULT_REGIONS) >= {"EU", "US", "AF", "ASIA", "SA", "OC"}
+
+
+def test_required_actions_exist() -> None:
+    assert {a.value for a in Action} >= {
+        "page_view",
+        "quiz_attempt",
+        "video_play",
+        "video_complete",
+        "assignment_submit",
+        "forum_post",
+        "login",
+        "logout",
+    }
+
+
+ids = st.from_regex(r"[A-Za-z0-9_.:@-]{1,64}", fullmatch=True)
+events = st.builds(
+    lambda sid, cid, action, ts, region, score, duration, meta: ActivityEvent(
+        studentId=sid,
+        courseId=cid,
+        action=action,
+        timestamp=ts,
+        region=region,
+        score=score,
+        durationMs=duration,
+        metadata=meta,
+    ),
+    ids,
+    ids,
+    st.sampled_from(list(Action)),
+    st.datetimes(
+        min_value=dt.datetime(2000, 1, 2),  # noqa: DTZ001 - hypothesis adds tz
+        max_value=dt.datetime(2026, 11, 1),  # noqa: DTZ001
+        timezones=st.sampled_from([dt.UTC, dt.timezone(dt.timedelta(hours=-7))]),
+    ),
+    st.sampled_from(DEFAULT_REGIONS),
+    st.none() | st.floats(0, 1),
+    st.none() | st.integers(0, 24 * 3600 * 1000),
+    st.none()
+    | st.dictionaries(
+        st.from_regex(r"[a-z]{1,10}", fullmatch=True),
+        st.integers(-(2**31), 2**31) | st.text(max_size=20) | st.booleans(),
+        max_size=5,
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(events)
+def test_json_round_trip_is_lossless(event: ActivityEvent) -> None:
+    again = ActivityEvent.model_validate_json(event.to_json(), context=CTX)
+    assert again == event
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40).filter(lambda s: not s.isascii() or "$" in s or " " in s))
+def test_ids_outside_the_safe_alphabet_are_rejected(bad: str) -> None:
+    with pytest.raises(ValidationError):
+        ActivityEvent.model_validate(valid(studentId=bad), context=CTX)
+
+
+def test_spark_schema_is_derived_from_the_model() -> None:
+    from pyspark.sql import types as T
+
+    schema = spark_schema()
+    assert schema.fieldNames() == list(ActivityEvent.model_fields)
+    by_name = {f.name: f for f in schema.fields}
+    assert by_name["timestamp"].dataType == T.TimestampType()
+    assert by_name["durationMs"].dataType == T.LongType()
+    assert by_name["score"].dataType == T.DoubleType()
+    assert by_name["metadata"].dataType == T.MapType(T.StringType(), T.StringType())
+    assert by_name["studentId"].nullable is False
+    assert by_name["sessionId"].nullable is True
+    profile = spark_schema(StudentProfile)
+    assert profile.fieldNames() == [
+        "studentId",
+        "name",
+        "email",
+        "speciality",
+        "studentLevel",
+        "progress",
+        "lastUpdated",
+    ]
+
+
+def test_student_profile_validates_email_and_progress() -> None:
+    base = {
+        "studentId": "S1",
+        "name": "Hadil",
+        "email": "hadil@mail.com",
+        "speciality": "ILSI",
+        "studentLevel": "M2",
+        "progress": 10,
+        "lastUpdated": "2026-11-22T10:00:00Z",
+    }
+    assert StudentProfile.model_validate(base).progress == 10
+    for bad in ({"email": "not-an-email"}, {"progress": 101}, {"progress": -1}):
+        with pytest.raises(ValidationError) as info:
+            StudentProfile.model_validate({**base, **bad})
+        assert next(iter(bad)) in describe_error(info.value)
