@@ -38,10 +38,18 @@ down: ## Stop the local stack cleanly (data is kept in .learntrack/)
 status: setup ## Show the local stack's servers
 	$(LT) stack status
 
+DEMO_DIR := .learntrack/demo
+
 demo: setup ## Start the stack, run the pipeline on synthetic data, show the result
 	$(LT) stack up
 	$(LT) stack check
-	$(LT) stack status
+	$(LT) generate --students 2000 --courses 20 --events 200000 --bad-ratio 0.005 \
+	  --out-of-order 2m --truth $(DEMO_DIR)/truth.json
+	@echo
+	@echo "Explore further:"
+	@echo "  $(LT) stack status            # servers, versions, memory"
+	@echo "  $(LT) config show             # effective settings (secrets masked)"
+	@echo "  less $(DEMO_DIR)/truth.json   # what every sink must end up with"
 
 lint: setup ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check learntrack tests

@@ -309,6 +309,32 @@ def generate(
         console.print(f"truth written to {truth}")
 
 
+# -- bench ------------------------------------------------------------------
+@app.command("bench")
+def bench(
+    quick: Annotated[bool, typer.Option("--quick", help="A short run.")] = False,
+    out: Annotated[
+        Path, typer.Option(help="Where benchmarks.md and benchmarks.json go.")
+    ] = Path("docs"),
+) -> None:
+    """Measure throughput on the local stack; write docs/benchmarks.md and .json."""
+    from learntrack import bench as benchmarks
+
+    with console.status("benchmarking (median of 3 runs each)..."):
+        figures = benchmarks.run(get_settings(), quick=quick, out_dir=out)
+    table = Table("what", "median", "min", "max", "runs", title="Benchmarks")
+    for f in figures:
+        table.add_row(
+            f.name,
+            f"{f.median:,.0f} {f.unit}",
+            f"{f.low:,.0f}",
+            f"{f.high:,.0f}",
+            str(f.runs),
+        )
+    console.print(table)
+    console.print(f"written to {out / 'benchmarks.md'} and {out / 'benchmarks.json'}")
+
+
 # -- spark ------------------------------------------------------------------
 @app.command("spark-check")
 def spark_check(
