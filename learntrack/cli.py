@@ -309,6 +309,50 @@ def generate(
         console.print(f"truth written to {truth}")
 
 
+# -- import-xapi -------------------------------------------------------------
+@app.command("import-xapi")
+def import_xapi_cmd(
+    file: Annotated[Path, typer.Argument(help="xAPI statements, JSON lines (.gz ok).")],
+    default_region: Annotated[
+        str, typer.Option(help="Region when a statement carries none.")
+    ] = "EU",
+    dlq: Annotated[
+        bool, typer.Option("--dlq", help="Send rejected statements to the DLQ topic.")
+    ] = False,
+    topic: Annotated[
+        str | None, typer.Option(help="Default: the activity topic.")
+    ] = None,
+) -> None:
+    """Import xAPI statements as activity events (idempotent by statement id)."""
+    from learntrack.producers import ActivityProducer
+    from learntrack.producers.xapi import import_xapi
+
+    if not file.is_file():
+        raise typer.BadParameter(f"no such file: {file}")
+    settings = get_settings()
+    if default_region not in settings.events.regions:
+        known = ", ".join(settings.events.regions)
+        raise typer.BadParameter(
+            f"unknown region {default_region!r}: use one of {known}"
+        )
+    with console.status(f"importing {file.name}..."):
+        producer = ActivityProducer(settings, topic=topic)
+        try:
+            summary = import_xapi(
+                file,
+                settings,
+                default_region=default_region,
+                send_dlq=dlq,
+                producer=producer,
+            )
+        finally:
+            producer.close()
+    table = Table("", "statements", title=f"xAPI import: {file.name}")
+    for label, count in summary.rows():
+        table.add_row(label, f"{count:,}")
+    console.print(table)
+
+
 # -- bench ------------------------------------------------------------------
 @app.command("bench")
 def bench(

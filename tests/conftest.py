@@ -1,8 +1,9 @@
 """Session fixtures: one real local stack and one SparkSession per test run.
 
 The test stack has its own data directory (``.learntrack-test/``) and its own ports
-(the defaults + 10000), so a developer's ``make up`` stack and its data are never
-touched. A server that cannot start fails the run: nothing is skipped.
+(the defaults + ``LEARNTRACK_TEST_PORT_OFFSET``, default 10000), so a developer's
+``make up`` stack and its data are never touched. A server that cannot start fails
+the run: nothing is skipped.
 Set ``LEARNTRACK_TEST_KEEP_STACK=1`` to leave the test stack running afterwards.
 """
 
@@ -21,21 +22,26 @@ from learntrack.stack.manager import Stack
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: The test stack's environment: its own data dir and ports.
+#: Ports of the test stack: the defaults shifted by LEARNTRACK_TEST_PORT_OFFSET
+#: (default 10000), so two checkouts can test side by side.
+OFFSET = int(os.environ.get("LEARNTRACK_TEST_PORT_OFFSET", "10000"))
+_PORTS = {
+    "KAFKA__PORT": 9092,
+    "MONGO__PORT": 27017,
+    "REDIS__PORT": 6379,
+    "GRAPH__BOLT_PORT": 7687,
+    "GRAPH__HTTP_PORT": 2480,
+    "CASSANDRA__PORT": 9042,
+    "CASSANDRA__RPC_PORT": 9160,
+    "CASSANDRA__STORAGE_PORT": 7000,
+    "CASSANDRA__SSL_STORAGE_PORT": 7001,
+    "SPARK__MASTER_PORT": 7077,
+    "SPARK__MASTER_WEBUI_PORT": 8080,
+    "SPARK__WORKER_WEBUI_PORT": 8081,
+}
 TEST_ENV = {
     "LEARNTRACK_DATA_DIR": str(ROOT / ".learntrack-test"),
-    "LEARNTRACK_KAFKA__PORT": "19092",
-    "LEARNTRACK_MONGO__PORT": "37017",
-    "LEARNTRACK_REDIS__PORT": "16379",
-    "LEARNTRACK_GRAPH__BOLT_PORT": "17687",
-    "LEARNTRACK_GRAPH__HTTP_PORT": "12480",
-    "LEARNTRACK_CASSANDRA__PORT": "19042",
-    "LEARNTRACK_CASSANDRA__RPC_PORT": "19160",
-    "LEARNTRACK_CASSANDRA__STORAGE_PORT": "17000",
-    "LEARNTRACK_CASSANDRA__SSL_STORAGE_PORT": "17001",
-    "LEARNTRACK_SPARK__MASTER_PORT": "17077",
-    "LEARNTRACK_SPARK__MASTER_WEBUI_PORT": "18080",
-    "LEARNTRACK_SPARK__WORKER_WEBUI_PORT": "18081",
+    **{f"LEARNTRACK_{k}": str(v + OFFSET) for k, v in _PORTS.items()},
     "LEARNTRACK_SPARK__MASTER": "local[2]",
     "LEARNTRACK_SPARK__WORKER_CORES": "1",
     "LEARNTRACK_SPARK__WORKER_MEMORY": "1g",

@@ -33,6 +33,9 @@ def run_cli(
         ["stack", "logs"],
         ["stack", "logs", "redis", "--lines", "zero"],
         ["config", "show", "extra-arg"],
+        ["import-xapi", "does-not-exist.jsonl"],
+        ["import-xapi", "data/xapi_sample.jsonl", "--default-region", "MOON"],
+        ["generate", "--events", "-5"],
     ],
 )
 def test_bad_arguments_give_one_line(args: list[str]) -> None:
