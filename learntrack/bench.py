@@ -96,27 +96,31 @@ def _fresh_topic(settings: Settings) -> None:
         fut.result(30)
 
 
-def _repeat(runs: int, once: Callable[[], float]) -> list[float]:
-    return [once() for _ in range(runs)]
+def _publish_rates(
+    settings: Settings, runs: int, count: int, body: Callable[[Any], object]
+) -> list[float]:
+    """Records/s of ``body(producer)`` publishing ``count`` records, until delivered."""
+    from learntrack.producers import ActivityProducer
+
+    rates = []
+    for _ in range(runs):
+        _fresh_topic(settings)
+        with ActivityProducer(settings, topic=BENCH_TOPIC) as producer:
+            started = time.perf_counter()
+            body(producer)
+            producer.flush(120)
+            rates.append(count / (time.perf_counter() - started))
+    return rates
 
 
 def bench_generator(settings: Settings, events: int, runs: int) -> Figure:
     """One generator process: serialize + publish (acks=all, idempotent), delivered."""
-    from learntrack.producers import ActivityProducer
     from learntrack.producers.generator import Generator, GeneratorConfig, publish
 
     data = Generator(GeneratorConfig(students=5000, events=events, seed=1)).build()
-
-    def once() -> float:
-        _fresh_topic(settings)
-        with ActivityProducer(settings, topic=BENCH_TOPIC) as producer:
-            started = time.perf_counter()
-            publish(data, producer.send_serialized)
-            producer.flush(120)
-            elapsed = time.perf_counter() - started
-        return len(data.order) / elapsed
-
-    rates = _repeat(runs, once)
+    rates = _publish_rates(
+        settings, runs, len(data.order), lambda p: publish(data, p.send_serialized)
+    )
     return Figure(
         "generator publish (one process, delivered)",
         "events/s",
@@ -131,27 +135,16 @@ def bench_generator(settings: Settings, events: int, runs: int) -> Figure:
 
 def bench_sdk_send(settings: Settings, events: int, runs: int) -> Figure:
     """The course-app path: validate each event with the model, then publish."""
-    from learntrack.producers import ActivityProducer
-    from learntrack.producers.generator import (
-        Generator,
-        GeneratorConfig,
-        event_dict,
-    )
+    from learntrack.producers.generator import Generator, GeneratorConfig, event_dict
 
     data = Generator(GeneratorConfig(students=1000, events=events, seed=2)).build()
     dicts = [event_dict(e) for e in data.events]
 
-    def once() -> float:
-        _fresh_topic(settings)
-        with ActivityProducer(settings, topic=BENCH_TOPIC) as producer:
-            started = time.perf_counter()
-            for d in dicts:
-                producer.send(d)
-            producer.flush(120)
-            elapsed = time.perf_counter() - started
-        return len(dicts) / elapsed
+    def send_all(producer: Any) -> None:
+        for d in dicts:
+            producer.send(d)
 
-    rates = _repeat(runs, once)
+    rates = _publish_rates(settings, runs, len(dicts), send_all)
     return Figure(
         "SDK send() with validation (one thread)",
         "events/s",

@@ -314,13 +314,9 @@ class RedisServer(LocalServer):
 
     def check(self) -> str:
         """Authenticated PING + INFO."""
-        import redis
+        from learntrack.clients import redis_client
 
-        client = redis.Redis.from_url(
-            self.settings.redis.connection_url(),
-            socket_timeout=2,
-            socket_connect_timeout=2,
-        )
+        client = redis_client(self.settings, timeout_s=2)
         try:
             client.ping()
             return f"Redis {client.info('server')['redis_version']}"
@@ -377,16 +373,11 @@ class GraphServer(LocalServer):
 
     def check(self) -> str:
         """An authenticated Cypher round-trip in the configured database."""
-        from neo4j import GraphDatabase
+        from learntrack.clients import graph_driver
 
         g = self.settings.graph
-        assert g.password is not None  # noqa: S101 - command() enforced it
         with (
-            GraphDatabase.driver(
-                self.address(),
-                auth=(g.username, g.password.get_secret_value()),
-                connection_timeout=3,
-            ) as driver,
+            graph_driver(self.settings, timeout_s=3) as driver,
             driver.session(database=g.database) as session,
         ):
             # session.run, not execute_query: no driver-side retries while starting.
@@ -394,8 +385,7 @@ class GraphServer(LocalServer):
             if record is None or record["ok"] != 1:
                 msg = "graph answered a wrong result"
                 raise StackError(msg)
-            info = driver.get_server_info()
-            return str(info.agent)
+            return str(driver.get_server_info().agent)
 
 
 class CassandraServer(LocalServer):
