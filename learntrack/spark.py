@@ -35,6 +35,7 @@ def spark_conf(settings: Settings, master: str | None = None) -> dict[str, str]:
             "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
         ),
         "spark.log.level": "WARN",
+        "spark.ui.showConsoleProgress": "false",
     }
 
 

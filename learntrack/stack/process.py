@@ -60,9 +60,19 @@ def start_ticks(pid: int) -> int | None:
         return None
     # The command name (field 2) may contain spaces: split after its ')'.
     fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] == "Z":
+    if fields[0] == "Z" and not _other_threads_running(pid):
         return None
+    # A zombie main thread whose other threads still run (a JVM running its
+    # shutdown hooks) is a process that has not stopped yet.
     return int(fields[19])
+
+
+def _other_threads_running(pid: int) -> bool:
+    try:
+        tasks = [t for t in Path(f"/proc/{pid}/task").iterdir() if t.name != str(pid)]
+    except OSError:
+        return False
+    return bool(tasks)
 
 
 def rss_bytes(pid: int) -> int | None:
