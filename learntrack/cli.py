@@ -309,6 +309,61 @@ def generate(
         console.print(f"truth written to {truth}")
 
 
+# -- stream -------------------------------------------------------------------
+@app.command("stream")
+def stream(
+    trigger: Annotated[
+        str | None, typer.Option(help="Micro-batch interval (default 500ms).")
+    ] = None,
+    available_now: Annotated[
+        bool,
+        typer.Option(
+            "--available-now", help="Process what is in Kafka now, then stop."
+        ),
+    ] = False,
+    master: Annotated[
+        str | None, typer.Option(help="local[N] or spark://host:port.")
+    ] = None,
+    cluster: Annotated[
+        bool, typer.Option("--cluster", help="Run on the local standalone cluster.")
+    ] = False,
+    reset: Annotated[
+        bool,
+        typer.Option(
+            "--reset", help="Delete the checkpoint and all stream state, then start."
+        ),
+    ] = False,
+) -> None:
+    """Consume activity from Kafka; keep MongoDB, Redis, the graph and lake current."""
+    from learntrack.spark import build_spark
+    from learntrack.streaming.job import StreamJob, parse_trigger
+
+    settings = get_settings()
+    chosen_trigger = trigger or settings.stream.trigger
+    parse_trigger(chosen_trigger)  # a bad value fails before Spark starts
+    job = StreamJob(
+        settings,
+        trigger=chosen_trigger,
+        available_now=available_now,
+        report=lambda line: console.print(line, markup=False, highlight=False),
+    )
+    if reset:
+        job.reset()
+    chosen_master = settings.spark.cluster_master_url if cluster else master
+    with console.status("starting Spark..."):
+        spark = build_spark(settings, chosen_master)
+    try:
+        reports = job.run(spark)
+    finally:
+        spark.stop()
+    valid = sum(r.valid for r in reports)
+    invalid = sum(r.invalid for r in reports)
+    console.print(
+        f"stream stopped after {len(reports)} batches: {valid:,} events, "
+        f"{invalid:,} dead-lettered"
+    )
+
+
 # -- import-xapi -------------------------------------------------------------
 @app.command("import-xapi")
 def import_xapi_cmd(

@@ -253,6 +253,22 @@ class ScoringSettings(BaseModel):
     half_life_s: float = Field(7 * 86_400.0, gt=0, description="Decay half-life.")
 
 
+class StreamSettings(BaseModel):
+    """The streaming job."""
+
+    source: Literal["python", "jvm"] = Field(
+        "python",
+        description="python: LearnTrack's Kafka source; jvm: Spark's spark-sql-kafka.",
+    )
+    trigger: str = "500ms"
+    starting_offsets: Literal["earliest", "latest"] = "earliest"
+    max_offsets_per_trigger: int | None = Field(200_000, ge=1)
+    fail_on_data_loss: bool = True
+    retry_max_s: float = Field(
+        600.0, ge=0, description="How long a batch retries a store that is down."
+    )
+
+
 class StackSettings(BaseModel):
     """The local servers started by ``learntrack stack`` (no Docker)."""
 
@@ -290,6 +306,7 @@ class Settings(BaseSettings):
     events: EventSettings = Field(default_factory=EventSettings)
     producer: ProducerSettings = Field(default_factory=ProducerSettings)
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
+    stream: StreamSettings = Field(default_factory=StreamSettings)
 
     @field_validator("data_dir")
     @classmethod

@@ -1,0 +1,175 @@
+"""The dead-letter topic: every invalid record, verbatim, with its reason.
+
+Runs on the driver with the batch's invalid rows (few). Each record is produced to
+``learntrack.activity.dlq`` with its original key and value bytes, and headers
+``reason``, ``source.topic``, ``source.partition``, ``source.offset``,
+``source.timestamp`` and ``batch``. Exactly once: the records of a batch and a marker
+``<batch id>`` on the small ``<dlq>.commits`` topic are written in one Kafka
+transaction; on start the sink reads the committed markers and skips any batch
+already there (a replay after a crash). Read the DLQ with
+``isolation.level=read_committed``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from learntrack.config import Settings
+from learntrack.errors import RetryableSinkError
+from learntrack.sinks.base import Sink
+
+
+def commits_topic(settings: Settings) -> str:
+    """The marker topic of the DLQ writer."""
+    return f"{settings.topics.dlq}.commits"
+
+
+class DeadLetterSink(Sink):
+    """Produces invalid records to the DLQ, one Kafka transaction per batch."""
+
+    name = "dlq"
+
+    def __init__(self, settings: Settings, writer_id: str = "stream") -> None:
+        """``writer_id`` names the transactional producer (one per checkpoint)."""
+        super().__init__(settings)
+        self.writer_id = writer_id
+
+    def open(self) -> None:
+        """Create the marker topic, read committed markers, init transactions."""
+        from confluent_kafka import Producer
+
+        self._ensure_commits_topic()
+        self._done = self._committed_batches()
+        digest = hashlib.sha1(self.writer_id.encode()).hexdigest()[:12]  # noqa: S324
+        self._producer: Any = Producer(
+            {
+                **self.settings.kafka.client_config(),
+                "transactional.id": f"learntrack-dlq-{digest}",
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+            }
+        )
+        self._producer.init_transactions(30)
+
+    def close(self) -> None:
+        """Flush and drop the producer."""
+        producer = getattr(self, "_producer", None)
+        if producer is not None:
+            producer.flush(10)
+            self._producer = None
+
+    def write_batch(self, batch_id: int, rows: Sequence[Any]) -> int:
+        """Dead-letter ``rows`` of ``batch_id`` once; returns how many were written."""
+        from confluent_kafka import KafkaException
+
+        if batch_id in self._done:
+            return 0
+        dlq = self.settings.topics.dlq
+        try:
+            self._producer.begin_transaction()
+            for r in rows:
+                headers: list[tuple[str, str | bytes | None]] = [
+                    ("reason", str(r["reason"]).encode()),
+                    ("source.topic", str(r["topic"]).encode()),
+                    ("source.partition", str(r["partition"]).encode()),
+                    ("source.offset", str(r["offset"]).encode()),
+                    ("source.timestamp", str(r["kafkaTimestamp"]).encode()),
+                    ("batch", str(batch_id).encode()),
+                ]
+                self._producer.produce(
+                    dlq, key=r["key"], value=r["raw"], headers=headers
+                )
+            self._producer.produce(
+                commits_topic(self.settings),
+                key=self.writer_id.encode(),
+                value=str(batch_id).encode(),
+            )
+            self._producer.commit_transaction(60)
+        except KafkaException as err:
+            try:
+                self._producer.abort_transaction(30)
+            except KafkaException:
+                pass
+            raise RetryableSinkError(f"dlq: {err}") from err
+        self._done.add(batch_id)
+        return len(rows)
+
+    def _ensure_commits_topic(self) -> None:
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        admin = AdminClient(self.settings.kafka.client_config())
+        name = commits_topic(self.settings)
+        if name in admin.list_topics(timeout=10).topics:
+            return
+        retention = str(self.settings.kafka.retention_ms)
+        futures = admin.create_topics(
+            [NewTopic(name, 1, 1, config={"retention.ms": retention})]
+        )
+        for fut in futures.values():
+            try:
+                fut.result(15)
+            except Exception as err:  # noqa: BLE001 - created concurrently is fine
+                if "already exists" not in str(err).lower():
+                    raise
+
+    def _committed_batches(self) -> set[int]:
+        """Batch ids this writer already committed (read_committed, whole topic)."""
+        from confluent_kafka import (
+            OFFSET_BEGINNING,
+            Consumer,
+            KafkaError,
+            TopicPartition,
+        )
+
+        consumer = Consumer(
+            {
+                **self.settings.kafka.client_config(),
+                "group.id": f"learntrack-dlq-markers-{self.writer_id}",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "isolation.level": "read_committed",
+            }
+        )
+        done: set[int] = set()
+        try:
+            consumer.assign(
+                [TopicPartition(commits_topic(self.settings), 0, OFFSET_BEGINNING)]
+            )
+            while True:
+                msg = consumer.poll(10)
+                if msg is None:
+                    break
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:  # noqa: SLF001
+                        break
+                    raise RetryableSinkError(f"dlq markers: {err}")
+                if msg.key() == self.writer_id.encode():
+                    done.add(int(msg.value() or b"-1"))
+        finally:
+            consumer.close()
+        return done
+
+    def reset(self) -> None:
+        """Empty the DLQ and forget the markers (``stream --reset`` starts over)."""
+        import time
+
+        from confluent_kafka.admin import AdminClient
+
+        from learntrack.topics import ensure_topics
+
+        admin = AdminClient(self.settings.kafka.client_config())
+        existing = admin.list_topics(timeout=10).topics
+        names = [
+            n
+            for n in (self.settings.topics.dlq, commits_topic(self.settings))
+            if n in existing
+        ]
+        if names:
+            for fut in admin.delete_topics(names).values():
+                fut.result(30)
+            time.sleep(1.0)
+        ensure_topics(self.settings)

@@ -1,0 +1,186 @@
+"""MongoDB sinks: the raw activity log and the students' activity summary.
+
+``MongoActivitySink`` runs on executors (inside ``foreachPartition``): it inserts
+every valid event once, ``_id = eventId``, so a replay only meets duplicate keys.
+``MongoStudentSink`` runs on the driver with per-student aggregates of the batch and
+is fenced by batch id: a student document is updated only if its ``streamBatch`` is
+older than the batch, in the same single-document update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from learntrack.clients import mongo_client
+from learntrack.errors import FatalSinkError, RetryableSinkError
+from learntrack.sinks.base import Sink
+
+ACTIVITIES = "activities"
+STUDENTS = "students"
+DUPLICATE_KEY = 11000
+
+
+def _retryable(err: Exception) -> bool:
+    from pymongo.errors import (
+        AutoReconnect,
+        NetworkTimeout,
+        ServerSelectionTimeoutError,
+    )
+
+    return isinstance(err, AutoReconnect | NetworkTimeout | ServerSelectionTimeoutError)
+
+
+class _MongoSink(Sink):
+    def open(self) -> None:
+        """Connect (executor or driver)."""
+        self._client = mongo_client(self.settings)
+        self._db = self._client[self.settings.mongo.database]
+
+    def close(self) -> None:
+        """Disconnect."""
+        client = getattr(self, "_client", None)
+        if client is not None:
+            client.close()
+            self._client = None
+
+    def ping(self) -> None:
+        """Server round-trip."""
+        self._db.command("ping")
+
+
+def ensure_indexes(settings: Any) -> None:
+    """Indexes the six operations rely on (idempotent; runs on the driver)."""
+    from pymongo import ASCENDING, DESCENDING
+
+    with mongo_client(settings) as client:
+        db = client[settings.mongo.database]
+        db[ACTIVITIES].create_index(
+            [("studentId", ASCENDING), ("timestamp", DESCENDING)], name="student_latest"
+        )
+        db[ACTIVITIES].create_index(
+            [("courseId", ASCENDING), ("timestamp", DESCENDING)], name="course_time"
+        )
+        db[STUDENTS].create_index([("studentId", ASCENDING)], unique=True)
+
+
+class MongoActivitySink(_MongoSink):
+    """Every valid event, once, in ``activities`` (idempotent by eventId)."""
+
+    name = "mongo.activities"
+
+    def write_batch(self, batch_id: int, rows: Sequence[Any]) -> int:
+        """insert_many(ordered=False); duplicate eventIds (a replay) are skipped."""
+        from pymongo.errors import BulkWriteError, PyMongoError
+
+        docs = [_activity_doc(r) for r in rows]
+        if not docs:
+            return 0
+        try:
+            result = self._db[ACTIVITIES].insert_many(docs, ordered=False)
+            return len(result.inserted_ids)
+        except BulkWriteError as err:
+            errors = err.details.get("writeErrors", [])
+            fatal = [e for e in errors if e.get("code") != DUPLICATE_KEY]
+            if fatal:
+                raise FatalSinkError(f"activities: {fatal[0].get('errmsg')}") from err
+            return int(err.details.get("nInserted", 0))
+        except PyMongoError as err:
+            if _retryable(err):
+                raise RetryableSinkError(f"activities: {err}") from err
+            raise FatalSinkError(f"activities: {err}") from err
+
+    def reset(self) -> None:
+        """Drop the activity log."""
+        self.open()
+        try:
+            self._db[ACTIVITIES].drop()
+        finally:
+            self.close()
+
+
+def _activity_doc(row: Any) -> dict[str, Any]:
+    r = row.asDict() if hasattr(row, "asDict") else dict(row)
+    doc = {
+        "_id": r["eventId"],
+        "eventId": r["eventId"],
+        "studentId": r["studentId"],
+        "courseId": r["courseId"],
+        "action": r["action"],
+        "timestamp": r["timestamp"],
+        "region": r["region"],
+        "source": {"partition": r.get("partition"), "offset": r.get("offset")},
+    }
+    for optional in ("sessionId", "device", "durationMs", "score", "metadata"):
+        if r.get(optional) is not None:
+            doc[optional] = r[optional]
+    return doc
+
+
+class MongoStudentSink(_MongoSink):
+    """Per-student activity summary in ``students`` (fenced by batch id).
+
+    Rows: ``{studentId, total, actions: {a: n}, lastAt, lastRegion, lastCourse}``.
+    Profile fields (name, email, progress...) are never touched.
+    """
+
+    name = "mongo.students"
+
+    def write_batch(self, batch_id: int, rows: Sequence[Any]) -> int:
+        """One conditional upsert per student; a replayed batch matches nothing."""
+        from pymongo import UpdateOne
+        from pymongo.errors import BulkWriteError, PyMongoError
+
+        ops = []
+        for r in rows:
+            inc = {"activity.total": r["total"]}
+            inc.update({f"activity.byAction.{a}": n for a, n in r["actions"].items()})
+            ops.append(
+                UpdateOne(
+                    {
+                        "studentId": r["studentId"],
+                        "$or": [
+                            {"streamBatch": {"$lt": batch_id}},
+                            {"streamBatch": {"$exists": False}},
+                        ],
+                    },
+                    {
+                        "$inc": inc,
+                        "$max": {"activity.lastAt": r["lastAt"]},
+                        "$set": {
+                            "streamBatch": batch_id,
+                            "activity.lastRegion": r["lastRegion"],
+                            "activity.lastCourse": r["lastCourse"],
+                        },
+                    },
+                    upsert=True,
+                )
+            )
+        if not ops:
+            return 0
+        try:
+            result = self._db[STUDENTS].bulk_write(ops, ordered=False)
+            return int(result.upserted_count + result.modified_count)
+        except BulkWriteError as err:
+            errors = err.details.get("writeErrors", [])
+            # A duplicate key here means: the student is already at this batch.
+            fatal = [e for e in errors if e.get("code") != DUPLICATE_KEY]
+            if fatal:
+                raise FatalSinkError(f"students: {fatal[0].get('errmsg')}") from err
+            return int(
+                err.details.get("nUpserted", 0) + err.details.get("nModified", 0)
+            )
+        except PyMongoError as err:
+            if _retryable(err):
+                raise RetryableSinkError(f"students: {err}") from err
+            raise FatalSinkError(f"students: {err}") from err
+
+    def reset(self) -> None:
+        """Remove the stream's fields (profiles stay)."""
+        self.open()
+        try:
+            self._db[STUDENTS].update_many(
+                {}, {"$unset": {"activity": "", "streamBatch": ""}}
+            )
+        finally:
+            self.close()

@@ -1,0 +1,340 @@
+"""``learntrack stream``: Kafka -> Spark Structured Streaming -> every store.
+
+Runs on the Spark driver (the ``learntrack stream`` process). Each micro-batch
+(``foreachBatch``) is parsed once and cached, then:
+
+1. invalid records -> the dead-letter topic (one Kafka transaction per batch);
+2. valid events -> MongoDB ``activities`` (executors, idempotent by eventId) and the
+   Parquet lake (staged, then moved into place per batch id);
+3. per-student aggregates -> MongoDB ``students``, Redis and the graph (driver,
+   each fenced by batch id).
+
+Spark re-runs a batch with the same id and offsets after a crash, and every write
+above is idempotent, so effects are exactly once. A sink that fails with a
+retryable error is retried with backoff inside the batch (no skipped batch, no
+crash loop); a fatal error stops the query.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from learntrack.config import Settings
+from learntrack.errors import LearnTrackError, RetryableSinkError
+from learntrack.sinks.dlq import DeadLetterSink
+from learntrack.sinks.graph import GraphSink
+from learntrack.sinks.lake import LakeSink
+from learntrack.sinks.mongo import (
+    MongoActivitySink,
+    MongoStudentSink,
+    ensure_indexes,
+)
+from learntrack.sinks.redis import RedisScoreSink
+from learntrack.streaming import aggregate
+from learntrack.streaming.kafka_source import SOURCE_NAME, KafkaDataSource
+from learntrack.streaming.parse import make_parser, parsed_schema
+
+T = TypeVar("T")
+Report = Callable[[str], None]
+
+
+@dataclass
+class BatchReport:
+    """What one micro-batch did (printed as one line, kept for tests)."""
+
+    batch_id: int
+    valid: int = 0
+    invalid: int = 0
+    seconds: float = 0.0
+    sinks: dict[str, float] = field(default_factory=dict)
+    lag: dict[str, int] = field(default_factory=dict)
+
+    def line(self) -> str:
+        """``batch 3: 12,000 rows (12 dlq) in 0.84 s = 14,286 rows/s | ...``."""
+        rows = self.valid + self.invalid
+        rate = rows / self.seconds if self.seconds else 0.0
+        sinks = " ".join(f"{k}={v * 1000:.0f}ms" for k, v in self.sinks.items())
+        lag = ",".join(
+            f"{p}:{n}" for p, n in sorted(self.lag.items(), key=lambda x: int(x[0]))
+        )
+        return (
+            f"batch {self.batch_id}: {rows:,} rows ({self.invalid:,} to dlq) in "
+            f"{self.seconds:.2f} s = {rate:,.0f} rows/s | {sinks} | lag {lag or '-'}"
+        )
+
+
+def parse_trigger(text: str) -> float:
+    """'500ms', '2s', '1m' -> seconds (0 = as fast as possible)."""
+    text = text.strip().lower()
+    for unit, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
+        if text.endswith(unit) and text[: -len(unit)].replace(".", "", 1).isdigit():
+            return float(text[: -len(unit)]) * factor
+    if text.replace(".", "", 1).isdigit():
+        return float(text)
+    msg = f"invalid trigger {text!r}: use e.g. 500ms, 2s, 0"
+    raise LearnTrackError(msg)
+
+
+class StreamJob:
+    """Builds and runs the streaming query for one settings tree."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        trigger: str = "500ms",
+        available_now: bool = False,
+        master: str | None = None,
+        report: Report = print,
+    ) -> None:
+        """Configure; nothing starts until :meth:`run`."""
+        self.settings = settings
+        self.trigger_s = parse_trigger(trigger)
+        self.available_now = available_now
+        self.master = master
+        self.report = report
+        self.checkpoint = settings.checkpoint_dir / "stream"
+        self.batches: list[BatchReport] = []
+        self._stop = threading.Event()
+        self._query: Any = None
+        self._lag_reader: Any = None
+
+    # -- sinks ---------------------------------------------------------------------
+    def _driver_sinks(self) -> dict[str, Any]:
+        return {
+            "dlq": DeadLetterSink(self.settings, writer_id=str(self.checkpoint)),
+            "students": MongoStudentSink(self.settings),
+            "redis": RedisScoreSink(self.settings),
+            "graph": GraphSink(self.settings),
+            "lake": LakeSink(self.settings),
+        }
+
+    def reset(self) -> None:
+        """Start over: delete the checkpoint and everything the stream wrote."""
+        shutil.rmtree(self.checkpoint, ignore_errors=True)
+        for sink in [MongoActivitySink(self.settings), *self._driver_sinks().values()]:
+            sink.reset()
+        self.report("reset: checkpoint and stream state deleted")
+
+    # -- the query -----------------------------------------------------------------
+    def source(self, spark: Any) -> Any:
+        """The raw Kafka stream: the Python source, or Spark's JVM connector."""
+        s = self.settings
+        stream = s.stream
+        if stream.source == "jvm":
+            reader = spark.readStream.format("kafka").option(
+                "kafka.bootstrap.servers", s.kafka.bootstrap
+            )
+        else:
+            spark.dataSource.register(KafkaDataSource)
+            reader = spark.readStream.format(SOURCE_NAME)
+            for key, value in s.kafka.client_config().items():
+                reader = reader.option(f"kafka.{key}", value)
+        reader = (
+            reader.option("subscribe", s.topics.activity)
+            .option("startingOffsets", stream.starting_offsets)
+            .option("failOnDataLoss", str(stream.fail_on_data_loss).lower())
+        )
+        if stream.max_offsets_per_trigger:
+            reader = reader.option(
+                "maxOffsetsPerTrigger", stream.max_offsets_per_trigger
+            )
+        return reader.load().select(
+            "key", "value", "topic", "partition", "offset", "timestamp"
+        )
+
+    def start(self, spark: Any) -> Any:
+        """Start the query (returns the StreamingQuery)."""
+        ensure_indexes(self.settings)
+        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        self._sinks = self._driver_sinks()
+        for sink in self._sinks.values():
+            self._retry(sink.name, sink.open)
+        writer = (
+            self.source(spark)
+            .writeStream.foreachBatch(self.process_batch)
+            .option("checkpointLocation", str(self.checkpoint))
+            .queryName("learntrack-stream")
+        )
+        if self.available_now:
+            writer = writer.trigger(availableNow=True)
+        else:
+            writer = writer.trigger(
+                processingTime=f"{int(self.trigger_s * 1000)} milliseconds"
+            )
+        self._query = writer.start()
+        return self._query
+
+    def run(self, spark: Any) -> list[BatchReport]:
+        """Run until done (available-now), stopped by a signal, or failed."""
+        query = self.start(spark)
+        previous = {
+            sig: signal.signal(sig, self._on_signal)
+            for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            while query.isActive and not self._stop.is_set():
+                query.awaitTermination(0.5)
+            if self._stop.is_set() and query.isActive:
+                self.report("stopping after the current batch...")
+                query.stop()
+            exc = query.exception()
+            if exc is not None:
+                raise LearnTrackError(f"streaming query failed: {exc}")
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            for sink in self._sinks.values():
+                with contextlib.suppress(Exception):
+                    sink.close()
+        return self.batches
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self._stop.set()
+
+    # -- one micro-batch ---------------------------------------------------------------
+    def process_batch(self, df: Any, batch_id: int) -> None:
+        """Parse once, then write every sink (runs on the driver; idempotent)."""
+        started = time.perf_counter()
+        rep = BatchReport(batch_id)
+        parsed = df.mapInArrow(make_parser(self.settings), parsed_schema()).persist()
+        try:
+            counts = {
+                r["ok"]: r["count"] for r in parsed.groupBy("ok").count().collect()
+            }
+            rep.valid, rep.invalid = counts.get(True, 0), counts.get(False, 0)
+            valid = parsed.where("ok")
+            if rep.invalid:
+                bad = parsed.where("NOT ok").select(
+                    "key",
+                    "raw",
+                    "reason",
+                    "topic",
+                    "partition",
+                    "offset",
+                    "kafkaTimestamp",
+                )
+                rows = [r.asDict() for r in bad.collect()]
+                self._timed(
+                    rep, "dlq", lambda: self._sinks["dlq"].write_batch(batch_id, rows)
+                )
+            if rep.valid:
+                self._write_valid(batch_id, valid, rep)
+        finally:
+            parsed.unpersist()
+        rep.seconds = time.perf_counter() - started
+        rep.lag = self._lag(df)
+        self.batches.append(rep)
+        self.report(rep.line())
+
+    def _write_valid(self, batch_id: int, valid: Any, rep: BatchReport) -> None:
+        settings = self.settings
+
+        def activities() -> None:
+            def write_partition(rows: Any) -> None:
+                with MongoActivitySink(settings) as sink:
+                    chunk: list[Any] = []
+                    for row in rows:
+                        chunk.append(row)
+                        if len(chunk) >= 5000:  # noqa: PLR2004
+                            _write_chunk(sink, batch_id, chunk)
+                            chunk = []
+                    if chunk:
+                        _write_chunk(sink, batch_id, chunk)
+
+            valid.foreachPartition(write_partition)
+
+        self._timed(rep, "mongo", activities)
+        self._timed(
+            rep, "lake", lambda: self._sinks["lake"].write_batch(batch_id, valid)
+        )
+        students = aggregate.fold(settings, valid)
+        self._timed(
+            rep,
+            "students",
+            lambda: self._sinks["students"].write_batch(
+                batch_id, aggregate.mongo_rows(students)
+            ),
+        )
+        self._timed(
+            rep,
+            "redis",
+            lambda: self._sinks["redis"].write_batch(
+                batch_id, aggregate.redis_rows(students)
+            ),
+        )
+        activities_by_student = aggregate.switch_activities(valid, students)
+        self._timed(
+            rep,
+            "graph",
+            lambda: self._sinks["graph"].write_batch(
+                batch_id, aggregate.graph_rows(students, activities_by_student)
+            ),
+        )
+
+    def _timed(self, rep: BatchReport, name: str, fn: Callable[[], object]) -> None:
+        started = time.perf_counter()
+        self._retry(name, fn)
+        rep.sinks[name] = time.perf_counter() - started
+
+    def _retry(self, name: str, fn: Callable[[], T]) -> T:
+        """Retry retryable sink errors with exponential backoff (bounded)."""
+        delay, waited = 0.5, 0.0
+        limit = self.settings.stream.retry_max_s
+        while True:
+            try:
+                return fn()
+            except RetryableSinkError as err:
+                if waited >= limit:
+                    raise
+                self.report(f"{name}: {err}; retrying in {delay:.1f} s")
+            except Exception as err:  # a Spark task failing on an executor
+                if "RetryableSinkError" not in str(err) or waited >= limit:
+                    raise
+                self.report(
+                    f"{name}: retryable failure on an executor; retry in {delay:.1f} s"
+                )
+            time.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 10.0)
+
+    def _lag(self, df: Any) -> dict[str, int]:
+        """Messages behind the broker's high watermark, per partition (after batch)."""
+        progress = self._query.lastProgress if self._query is not None else None
+        del df
+        if not progress or not progress.get("sources"):
+            return {}
+        src = progress["sources"][0]
+        import json
+
+        try:
+            end = json.loads(src.get("endOffset") or "{}")
+            latest = json.loads(src.get("latestOffset") or "{}")
+        except (TypeError, ValueError):
+            return {}
+        return {p: max(0, int(latest.get(p, 0)) - int(end.get(p, 0))) for p in end}
+
+
+def _write_chunk(sink: MongoActivitySink, batch_id: int, chunk: list[Any]) -> None:
+    _retry_local(lambda: sink.write_batch(batch_id, chunk))
+
+
+def _retry_local(fn: Callable[[], T], attempts: int = 8) -> T:
+    """Executor-side retry for retryable sink errors (Spark retries the task after)."""
+    delay = 0.5
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except RetryableSinkError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)
+    raise AssertionError("unreachable")

@@ -1,0 +1,377 @@
+"""A Kafka source for Spark Structured Streaming, written as a Python data source.
+
+No package registry ships Spark's JVM Kafka connector, so LearnTrack reads Kafka with
+confluent-kafka behind pyspark's ``DataSourceStreamReader`` (Spark 4.2+ API).
+
+Where code runs:
+
+- ``KafkaStreamReader.initialOffset / latestOffset / partitions`` run on the driver,
+  in Spark's long-lived Python planner process: they read the broker's watermarks.
+- ``KafkaStreamReader.read`` runs in a Python worker on an executor: it assigns one
+  partition, seeks to the start offset and consumes exactly ``[start, end)``.
+
+Offsets are ``{"<partition>": <next offset>}`` and live in the query's checkpoint, so
+a restarted query resumes exactly where the last committed batch ended. Rows have the
+columns of Spark's own Kafka source (key, value, topic, partition, offset, timestamp),
+so switching to ``format("kafka")`` needs no downstream change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
+from pyspark.sql.streaming.datasource import (
+    ReadAllAvailable,
+    ReadLimit,
+    ReadMaxRows,
+    SupportsTriggerAvailableNow,
+)
+
+from learntrack.errors import LearnTrackError
+
+SOURCE_NAME = "learntrack_kafka"
+SCHEMA = (
+    "key binary, value binary, topic string, partition int, offset long, "
+    "timestamp timestamp"
+)
+ARROW_BATCH_ROWS = 10_000
+
+
+class KafkaSourceError(LearnTrackError):
+    """The source cannot read what it was asked to (missing topic, lost data)."""
+
+
+def _normalise(options: Any) -> dict[str, str]:
+    """Spark lower-cases option keys; normalise once so lookups never miss."""
+    return {str(k).lower(): str(v) for k, v in dict(options).items()}
+
+
+def _client_config(options: dict[str, str]) -> dict[str, Any]:
+    conf = {k[len("kafka.") :]: v for k, v in options.items() if k.startswith("kafka.")}
+    if "bootstrap.servers" not in conf:
+        msg = "option kafka.bootstrap.servers is required"
+        raise KafkaSourceError(msg)
+    return conf
+
+
+@dataclass(frozen=True)
+class KafkaInputPartition(InputPartition):
+    """One Kafka partition's offset range ``[start, end)`` (picklable)."""
+
+    topic: str
+    partition: int
+    start: int
+    end: int
+
+
+class KafkaDataSource(DataSource):
+    """``spark.readStream.format("learntrack_kafka")``.
+
+    Options: ``subscribe`` (one topic), ``kafka.*`` (librdkafka settings, e.g.
+    ``kafka.bootstrap.servers``), ``startingOffsets`` (``earliest`` | ``latest``),
+    ``maxOffsetsPerTrigger``, ``failOnDataLoss`` (default true).
+    """
+
+    @classmethod
+    def name(cls) -> str:
+        """The format name to use in ``readStream.format``."""
+        return SOURCE_NAME
+
+    def schema(self) -> str:
+        """The columns of Spark's own Kafka source (timestampType aside)."""
+        return SCHEMA
+
+    def streamReader(self, schema: Any) -> KafkaStreamReader:  # noqa: N802 - Spark API
+        """Create the reader (runs on the driver)."""
+        return KafkaStreamReader(_normalise(self.options))
+
+
+class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
+    """Plans offset ranges on the driver; reads them on executors."""
+
+    def __init__(self, options: dict[str, str]) -> None:
+        """Parse options; the broker is contacted lazily."""
+        self.options = options
+        self.topic = options.get("subscribe", "")
+        if not self.topic:
+            msg = "option subscribe (the topic) is required"
+            raise KafkaSourceError(msg)
+        self.conf = _client_config(options)
+        self.starting = options.get("startingoffsets", "earliest")
+        if self.starting not in ("earliest", "latest"):
+            msg = f"startingOffsets must be earliest or latest, not {self.starting!r}"
+            raise KafkaSourceError(msg)
+        max_rows = options.get("maxoffsetspertrigger")
+        self.max_rows = int(max_rows) if max_rows else None
+        self.fail_on_data_loss = options.get("failondataloss", "true") != "false"
+        self._consumer: Any = None
+        self._target: dict[str, int] | None = None
+
+    # -- driver side --------------------------------------------------------------
+    def _planner(self) -> Any:
+        if self._consumer is None:
+            from confluent_kafka import Consumer
+
+            self._consumer = Consumer(
+                {
+                    **self.conf,
+                    "group.id": f"learntrack-planner-{self.topic}",
+                    "enable.auto.commit": False,
+                }
+            )
+        return self._consumer
+
+    def _watermarks(self) -> dict[str, tuple[int, int]]:
+        """(low, high) per partition; a clear error if the topic does not exist."""
+        from confluent_kafka import TopicPartition
+
+        consumer = self._planner()
+        meta = consumer.list_topics(self.topic, timeout=10)
+        topic_meta = meta.topics.get(self.topic)
+        missing = topic_meta is None or topic_meta.error is not None
+        if missing or not topic_meta.partitions:
+            msg = (
+                f"Kafka topic {self.topic!r} does not exist on "
+                f"{self.conf['bootstrap.servers']}: create it with "
+                "`learntrack topics create`"
+            )
+            raise KafkaSourceError(msg)
+        marks = {}
+        for p in sorted(topic_meta.partitions):
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(self.topic, p), timeout=10, cached=False
+            )
+            marks[str(p)] = (int(low), int(high))
+        return marks
+
+    def initialOffset(self) -> dict[str, int]:  # noqa: N802 - Spark API
+        """Where a new query starts: each partition's low or high watermark."""
+        index = 1 if self.starting == "latest" else 0
+        return {p: m[index] for p, m in self._watermarks().items()}
+
+    def latestOffset(  # noqa: N802 - Spark API
+        self, start: dict[str, int], limit: ReadLimit
+    ) -> dict[str, int]:
+        """End offsets from the watermarks, capped by the read limit.
+
+        New partitions (not in ``start``) are read from their low watermark. Under
+        availableNow the end never passes the target recorded at the start.
+        """
+        marks = self._watermarks()
+        begin = {p: int(start.get(p, low)) for p, (low, _high) in marks.items()}
+        end = {p: max(begin[p], high) for p, (_low, high) in marks.items()}
+        if self._target is not None:
+            end = {p: min(e, self._target.get(p, begin[p])) for p, e in end.items()}
+            end = {p: max(e, begin[p]) for p, e in end.items()}
+        if isinstance(limit, ReadMaxRows):
+            end = _cap(begin, end, limit.max_rows)
+        return end
+
+    def getDefaultReadLimit(self) -> ReadLimit:  # noqa: N802 - Spark API
+        """``maxOffsetsPerTrigger`` when set, else everything available."""
+        if self.max_rows:
+            return ReadMaxRows(self.max_rows)
+        return ReadAllAvailable()
+
+    def reportLatestOffset(self) -> dict[str, int]:  # noqa: N802 - Spark API
+        """The broker's high watermarks (shown as the query's latest offset)."""
+        return {p: high for p, (_low, high) in self._watermarks().items()}
+
+    def prepareForTriggerAvailableNow(self) -> None:  # noqa: N802 - Spark API
+        """Fix the target: what is in the topic now, and nothing after."""
+        self._target = self.reportLatestOffset()
+
+    def partitions(
+        self, start: dict[str, int], end: dict[str, int]
+    ) -> list[KafkaInputPartition]:
+        """One input partition per Kafka partition with new data."""
+        return [
+            KafkaInputPartition(self.topic, int(p), int(start.get(p, 0)), int(e))
+            for p, e in sorted(end.items(), key=lambda kv: int(kv[0]))
+            if int(e) > int(start.get(p, 0))
+        ]
+
+    def commit(self, end: dict[str, int]) -> None:
+        """Nothing to do: the offsets live in Spark's checkpoint."""
+
+    def stop(self) -> None:
+        """Close the planner's consumer."""
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+    # -- executor side ------------------------------------------------------------
+    def read(self, partition: InputPartition) -> Iterator[Any]:
+        """Consume exactly ``[start, end)`` of one partition as Arrow batches.
+
+        Offsets missing inside the range (transaction markers, compaction) are
+        skipped; a start offset already deleted by retention is an error unless
+        ``failOnDataLoss=false``. Runs in a Python worker on an executor.
+        """
+        assert isinstance(partition, KafkaInputPartition)  # noqa: S101
+        yield from read_range(
+            self.conf, partition, fail_on_data_loss=self.fail_on_data_loss
+        )
+
+
+# One consumer per worker process and broker config: Python workers are reused,
+# and building a consumer per batch costs a connection and a metadata round-trip.
+_CONSUMERS: dict[tuple[tuple[str, str], ...], Any] = {}
+
+
+def _worker_consumer(conf: dict[str, Any]) -> Any:
+    from confluent_kafka import Consumer
+
+    key = tuple(sorted((k, str(v)) for k, v in conf.items()))
+    consumer = _CONSUMERS.get(key)
+    if consumer is None:
+        consumer = Consumer(
+            {
+                **conf,
+                "group.id": "learntrack-reader",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "auto.offset.reset": "error",
+                "fetch.max.bytes": 64 * 1024 * 1024,
+            }
+        )
+        _CONSUMERS[key] = consumer
+    return consumer
+
+
+def read_range(
+    conf: dict[str, Any], part: KafkaInputPartition, *, fail_on_data_loss: bool = True
+) -> Iterator[Any]:
+    """Yield ``pyarrow.RecordBatch`` es with every message in ``[start, end)``."""
+    from confluent_kafka import TopicPartition
+
+    consumer = _worker_consumer(conf)
+    tp = TopicPartition(part.topic, part.partition, part.start)
+    low, _high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+    start = part.start
+    if start < low:
+        if fail_on_data_loss:
+            msg = (
+                f"{part.topic}[{part.partition}] offsets {start}..{low - 1} were "
+                "deleted by retention before they were read "
+                "(set failOnDataLoss=false to skip them)"
+            )
+            raise KafkaSourceError(msg)
+        start = low
+    if start >= part.end:
+        return
+    consumer.assign([TopicPartition(part.topic, part.partition, start)])
+    try:
+        batch = _Columns(part)
+        deadline = time.monotonic() + 120
+        done = False
+        while not done:
+            messages = consumer.consume(5000, timeout=1.0)
+            if messages:
+                deadline = time.monotonic() + 120
+            elif time.monotonic() > deadline:
+                msg = f"timed out reading {part.topic}[{part.partition}] to {part.end}"
+                raise KafkaSourceError(msg)
+            done = batch.add(messages)
+            if batch.rows >= ARROW_BATCH_ROWS or (done and batch.rows):
+                yield batch.flush()
+    finally:
+        consumer.unassign()
+
+
+class _Columns:
+    """Accumulates consumed messages into Arrow columns (executor side)."""
+
+    def __init__(self, part: KafkaInputPartition) -> None:
+        import pyarrow as pa
+
+        self.pa = pa
+        self.part = part
+        self.schema = pa.schema(
+            [
+                ("key", pa.binary()),
+                ("value", pa.binary()),
+                ("topic", pa.string()),
+                ("partition", pa.int32()),
+                ("offset", pa.int64()),
+                ("timestamp", pa.timestamp("us", tz="UTC")),
+            ]
+        )
+        self._reset()
+
+    def _reset(self) -> None:
+        self.keys: list[bytes | None] = []
+        self.values: list[bytes | None] = []
+        self.offsets: list[int] = []
+        self.times: list[dt.datetime | None] = []
+
+    @property
+    def rows(self) -> int:
+        return len(self.offsets)
+
+    def add(self, messages: list[Any]) -> bool:
+        """Take messages in order; True once the range's end (or EOF) is reached."""
+        from confluent_kafka import KafkaError
+
+        end = self.part.end
+        for m in messages:
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:  # noqa: SLF001
+                    return True
+                raise KafkaSourceError(str(err))
+            offset = m.offset()
+            if offset >= end:
+                return True
+            self.keys.append(m.key())
+            self.values.append(m.value())
+            self.offsets.append(offset)
+            _ts_type, ts_ms = m.timestamp()
+            self.times.append(
+                dt.datetime.fromtimestamp(ts_ms / 1000, dt.UTC) if ts_ms > 0 else None
+            )
+            if offset >= end - 1:
+                return True
+        return False
+
+    def flush(self) -> Any:
+        n = self.rows
+        batch = self.pa.RecordBatch.from_arrays(
+            [
+                self.pa.array(self.keys, self.pa.binary()),
+                self.pa.array(self.values, self.pa.binary()),
+                self.pa.array([self.part.topic] * n, self.pa.string()),
+                self.pa.array([self.part.partition] * n, self.pa.int32()),
+                self.pa.array(self.offsets, self.pa.int64()),
+                self.pa.array(self.times, self.pa.timestamp("us", tz="UTC")),
+            ],
+            schema=self.schema,
+        )
+        self._reset()
+        return batch
+
+
+def _cap(begin: dict[str, int], end: dict[str, int], max_rows: int) -> dict[str, int]:
+    """Limit the total range to ``max_rows``, shared fairly between partitions."""
+    avail = {p: end[p] - begin[p] for p in end}
+    if sum(avail.values()) <= max_rows:
+        return end
+    capped = dict(begin)
+    budget = max_rows
+    pending = {p for p, a in avail.items() if a > 0}
+    while budget > 0 and pending:
+        share = max(1, budget // len(pending))
+        for p in sorted(pending, key=int):
+            take = min(share, avail[p] - (capped[p] - begin[p]), budget)
+            capped[p] += take
+            budget -= take
+            if capped[p] - begin[p] >= avail[p]:
+                pending.discard(p)
+            if budget == 0:
+                break
+    return capped

@@ -1,0 +1,190 @@
+"""Compare what the stores hold with the generator's truth file.
+
+Runs in the CLI (``learntrack verify --truth FILE``) and in tests. Each check reads a
+store through its driver and reports expected vs found; nothing is written. Scores
+are compared with a relative tolerance of 1e-9 (sums of the same floats in another
+order differ in the last bits).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from learntrack.clients import graph_driver, mongo_client, redis_client
+from learntrack.config import Settings
+
+SCORE_REL_TOL = 1e-9
+
+
+@dataclass(frozen=True)
+class Check:
+    """One comparison: what the truth says, what the store holds."""
+
+    store: str
+    what: str
+    expected: Any
+    found: Any
+
+    @property
+    def ok(self) -> bool:
+        """Whether the store matches the truth."""
+        return bool(self.expected == self.found)
+
+
+def check_mongo(settings: Settings, truth: dict[str, Any]) -> list[Check]:
+    """Activities count and per-student totals/actions in ``students``."""
+    per_student = truth["perStudent"]
+    with mongo_client(settings) as client:
+        db = client[settings.mongo.database]
+        n = db["activities"].count_documents({})
+        found = {
+            d["studentId"]: d.get("activity", {})
+            for d in db["students"].find(
+                {"activity": {"$exists": True}}, {"studentId": 1, "activity": 1}
+            )
+        }
+    mismatched = [
+        sid
+        for sid, st in per_student.items()
+        if found.get(sid, {}).get("total") != st["total"]
+        or found.get(sid, {}).get("byAction") != st["actions"]
+    ]
+    return [
+        Check(
+            "mongo", "activities (each valid event once)", truth["counts"]["valid"], n
+        ),
+        Check("mongo", "students with activity", len(per_student), len(found)),
+        Check("mongo", "students whose counts differ", 0, len(mismatched)),
+    ]
+
+
+def check_redis(settings: Settings, truth: dict[str, Any]) -> list[Check]:
+    """Anchored scores (global leaderboard) and per-student action counts."""
+    client = redis_client(settings)
+    try:
+        board = dict(client.zrange("lt:lb:global", 0, -1, withscores=True))
+        pipe = client.pipeline()
+        sids = list(truth["perStudent"])
+        for sid in sids:
+            pipe.hgetall(f"lt:student:{sid}")
+        hashes = dict(zip(sids, pipe.execute(), strict=True))
+    finally:
+        client.close()
+    score_off = counts_off = 0
+    for sid, st in truth["perStudent"].items():
+        got = board.get(sid.encode())
+        if got is None or not math.isclose(
+            got, st["scoreAnchor"], rel_tol=SCORE_REL_TOL, abs_tol=1e-12
+        ):
+            score_off += 1
+        h = {k.decode(): v.decode() for k, v in hashes[sid].items()}
+        actions = {k[2:]: int(v) for k, v in h.items() if k.startswith("a:")}
+        if int(h.get("total", 0)) != st["total"] or actions != st["actions"]:
+            counts_off += 1
+    return [
+        Check(
+            "redis", "students on the leaderboard", len(truth["perStudent"]), len(board)
+        ),
+        Check("redis", "students whose score differs (rel 1e-9)", 0, score_off),
+        Check("redis", "students whose counts differ", 0, counts_off),
+    ]
+
+
+def check_graph(settings: Settings, truth: dict[str, Any]) -> list[Check]:
+    """ACCESSED_FROM edges: one per (student, region) with the truth's count."""
+    expected = {
+        (sid, code): reg["count"]
+        for sid, st in truth["perStudent"].items()
+        for code, reg in st["regions"].items()
+    }
+    query = (
+        "MATCH (s:Student)-[a:ACCESSED_FROM]->(r:Region) "
+        "RETURN s.studentId AS sid, r.code AS code, a.count AS n"
+    )
+    with (
+        graph_driver(settings) as driver,
+        driver.session(database=settings.graph.database) as session,
+    ):
+        found = {(r["sid"], r["code"]): r["n"] for r in session.run(query)}
+    differ = sum(1 for k, v in expected.items() if found.get(k) != v)
+    return [
+        Check("graph", "access edges (student, region)", len(expected), len(found)),
+        Check("graph", "edges whose count differs", 0, differ),
+    ]
+
+
+def check_lake(spark: Any, settings: Settings, truth: dict[str, Any]) -> list[Check]:
+    """Rows and distinct eventIds in the Parquet lake."""
+    from learntrack.sinks.lake import lake_path
+
+    df = spark.read.parquet(str(lake_path(settings)))
+    rows = df.count()
+    distinct = df.select("eventId").distinct().count()
+    return [
+        Check("lake", "rows", truth["counts"]["valid"], rows),
+        Check("lake", "distinct eventIds", truth["counts"]["valid"], distinct),
+    ]
+
+
+def check_dlq(settings: Settings, truth: dict[str, Any]) -> list[Check]:
+    """Every malformed record in the DLQ once, verbatim (by SHA-256), with a reason."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    topic = settings.topics.dlq
+    consumer = Consumer(
+        {
+            **settings.kafka.client_config(),
+            "group.id": f"learntrack-verify-{topic}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    meta = consumer.list_topics(topic, timeout=10).topics[topic]
+    parts = sorted(meta.partitions)
+    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+    hashes: list[str] = []
+    without_reason = 0
+    done: set[int] = set()
+    try:
+        while len(done) < len(parts):
+            msg = consumer.poll(10)
+            if msg is None:
+                break
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:  # noqa: SLF001
+                    done.add(int(msg.partition() or 0))
+                    continue
+                raise RuntimeError(str(err))
+            hashes.append(hashlib.sha256(msg.value() or b"").hexdigest())
+            headers = dict(msg.headers() or [])
+            if not headers.get("reason"):
+                without_reason += 1
+    finally:
+        consumer.close()
+    expected = sorted(m["sha256"] for m in truth["malformed"])
+    return [
+        Check("dlq", "records", len(expected), len(hashes)),
+        Check("dlq", "exactly the malformed records", True, sorted(hashes) == expected),
+        Check("dlq", "records without a reason", 0, without_reason),
+    ]
+
+
+def verify_all(
+    settings: Settings, truth: dict[str, Any], spark: Any | None = None
+) -> list[Check]:
+    """Every store's checks (the lake's only when a SparkSession is given)."""
+    checks = [
+        *check_mongo(settings, truth),
+        *check_redis(settings, truth),
+        *check_graph(settings, truth),
+        *check_dlq(settings, truth),
+    ]
+    if spark is not None:
+        checks += check_lake(spark, settings, truth)
+    return checks
