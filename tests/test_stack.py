@@ -257,7 +257,7 @@ def test_down_stops_everything_and_up_finds_the_data_again(
         stopped = stack.down(report=lambda _m: None)
         assert set(stopped) == set(before)
         for row in before.values():
-            assert _gone(row.pid), f"{row.name} (pid {row.pid}) still running"
+            assert row.pid is not None and _gone(row.pid), f"{row.name} still running"
         for port in ports:
             assert not port_listening(port), f"port {port} still open after down"
     finally:
