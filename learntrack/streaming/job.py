@@ -146,7 +146,18 @@ class StreamJob:
             reader = reader.option(
                 "maxOffsetsPerTrigger", stream.max_offsets_per_trigger
             )
-        return reader.load().select(
+        try:
+            loaded = reader.load()
+        except Exception as err:
+            if stream.source == "jvm" and "kafka" in str(err).lower():
+                msg = (
+                    "the JVM Kafka connector (spark-sql-kafka) is not available to "
+                    "this Spark: add it to the cluster, or set "
+                    "LEARNTRACK_STREAM__SOURCE=python"
+                )
+                raise LearnTrackError(msg) from err
+            raise
+        return loaded.select(
             "key", "value", "topic", "partition", "offset", "timestamp"
         )
 
@@ -315,11 +326,11 @@ class StreamJob:
         import json
 
         try:
-            end = json.loads(src.get("endOffset") or "{}")
-            latest = json.loads(src.get("latestOffset") or "{}")
-        except (TypeError, ValueError):
-            return {}
-        return {p: max(0, int(latest.get(p, 0)) - int(end.get(p, 0))) for p in end}
+            end = json.loads(src.get("endOffset") or "null") or {}
+            latest = json.loads(src.get("latestOffset") or "null") or {}
+            return {p: max(0, int(latest.get(p, e)) - int(e)) for p, e in end.items()}
+        except (TypeError, ValueError, AttributeError):
+            return {}  # a metric must never fail a batch
 
 
 def _write_chunk(sink: MongoActivitySink, batch_id: int, chunk: list[Any]) -> None:

@@ -248,11 +248,18 @@ def read_range(
     conf: dict[str, Any], part: KafkaInputPartition, *, fail_on_data_loss: bool = True
 ) -> Iterator[Any]:
     """Yield ``pyarrow.RecordBatch`` es with every message in ``[start, end)``."""
-    from confluent_kafka import TopicPartition
+    from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
     consumer = _worker_consumer(conf)
     tp = TopicPartition(part.topic, part.partition, part.start)
-    low, _high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+    try:
+        low, _high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+    except KafkaException as err:
+        if err.args[0].code() != KafkaError._UNKNOWN_PARTITION:  # noqa: SLF001
+            raise
+        # A partition added since this (reused) consumer last fetched metadata.
+        consumer.list_topics(part.topic, timeout=10)
+        low, _high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
     start = part.start
     if start < low:
         if fail_on_data_loss:

@@ -1,0 +1,131 @@
+"""The Python Kafka source for Spark, on the real broker and a real SparkSession."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewPartitions
+
+from learntrack.config import Settings, get_settings
+from learntrack.errors import LearnTrackError
+from learntrack.streaming.kafka_source import SOURCE_NAME, KafkaDataSource, _cap
+from tests.kafka_helpers import create_topic
+
+pytestmark = [pytest.mark.stack, pytest.mark.spark]
+
+
+def test_cap_shares_the_budget_and_never_passes_the_end() -> None:
+    begin = {"0": 0, "1": 10, "2": 5}
+    end = {"0": 100, "1": 12, "2": 5}
+    capped = _cap(begin, end, 50)
+    assert sum(capped[p] - begin[p] for p in begin) == 50
+    assert all(begin[p] <= capped[p] <= end[p] for p in begin)
+    assert capped["1"] == 12  # the small partition is drained
+    assert _cap(begin, end, 1000) == end
+
+
+def produce(
+    settings: Settings, topic: str, n: int, partition: int | None = None
+) -> None:
+    producer = Producer(settings.kafka.client_config())
+    for i in range(n):
+        kwargs: dict[str, Any] = {"key": f"k{i % 17}", "value": f"v{i}"}
+        if partition is not None:
+            kwargs["partition"] = partition
+        producer.produce(topic, **kwargs)
+    assert producer.flush(30) == 0
+
+
+def run_available_now(
+    spark: Any, settings: Settings, topic: str, checkpoint: Path, max_rows: int | None
+) -> list[list[tuple[int, int, bytes]]]:
+    spark.dataSource.register(KafkaDataSource)
+    reader = (
+        spark.readStream.format(SOURCE_NAME)
+        .option("subscribe", topic)
+        .option("kafka.bootstrap.servers", settings.kafka.bootstrap)
+    )
+    if max_rows:
+        reader = reader.option("maxOffsetsPerTrigger", max_rows)
+    batches: list[list[tuple[int, int, bytes]]] = []
+
+    def collect(df: Any, _batch_id: int) -> None:
+        batches.append([(r.partition, r.offset, bytes(r.value)) for r in df.collect()])
+
+    query = (
+        reader.load()
+        .writeStream.foreachBatch(collect)
+        .option("checkpointLocation", str(checkpoint))
+        .trigger(availableNow=True)
+        .start()
+    )
+    query.awaitTermination(300)
+    assert query.exception() is None
+    return batches
+
+
+def test_reads_exactly_every_message_once_in_capped_batches(
+    spark: Any, settings: Settings, prefix: str, tmp_path: Path
+) -> None:
+    topic = f"{prefix}.src"
+    create_topic(settings, topic, partitions=4)
+    produce(settings, topic, 2000)
+    batches = run_available_now(spark, settings, topic, tmp_path / "ck", 600)
+    assert len(batches) >= 4  # 2000 rows at <= 600 per trigger
+    assert all(len(b) <= 600 for b in batches)
+    rows = [r for b in batches for r in b]
+    assert len(rows) == 2000
+    assert len({(p, o) for p, o, _ in rows}) == 2000
+    assert sorted(int(v[1:]) for _, _, v in rows) == list(range(2000))
+    # Restarting on the same checkpoint reads nothing again.
+    assert (
+        sum(map(len, run_available_now(spark, settings, topic, tmp_path / "ck", 600)))
+        == 0
+    )
+    produce(settings, topic, 10)
+    again = run_available_now(spark, settings, topic, tmp_path / "ck", 600)
+    assert sorted(v for b in again for _, _, v in b) == sorted(
+        f"v{i}".encode() for i in range(10)
+    )
+
+
+def test_new_partitions_are_picked_up(
+    spark: Any, settings: Settings, prefix: str, tmp_path: Path
+) -> None:
+    topic = f"{prefix}.grow"
+    create_topic(settings, topic, partitions=2)
+    produce(settings, topic, 50)
+    first = run_available_now(spark, settings, topic, tmp_path / "ck", None)
+    assert sum(map(len, first)) == 50
+    admin = AdminClient(settings.kafka.client_config())
+    for fut in admin.create_partitions([NewPartitions(topic, 4)]).values():
+        fut.result(15)
+    produce(settings, topic, 30, partition=3)
+    produce(settings, topic, 5, partition=0)
+    second = [
+        r
+        for b in run_available_now(spark, settings, topic, tmp_path / "ck", None)
+        for r in b
+    ]
+    assert len(second) == 35
+    assert {p for p, _, _ in second} == {0, 3}
+
+
+def test_missing_topic_is_a_clear_error(
+    spark: Any, settings: Settings, tmp_path: Path
+) -> None:
+    with pytest.raises(Exception, match=r"does not exist.*learntrack topics create"):
+        run_available_now(spark, settings, "no.such.topic.here", tmp_path / "ck", None)
+
+
+def test_jvm_source_without_the_connector_says_how_to_fix_it(
+    spark: Any, settings: Settings, tmp_path: Path
+) -> None:
+    from learntrack.streaming.job import StreamJob
+
+    jvm = get_settings(stream={"source": "jvm"}, data_dir=tmp_path)
+    with pytest.raises(LearnTrackError, match="LEARNTRACK_STREAM__SOURCE=python"):
+        StreamJob(jvm, report=lambda _l: None).source(spark)

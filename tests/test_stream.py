@@ -1,0 +1,236 @@
+"""The streaming fan-out end to end on the real stack, against the generator's truth.
+
+Each test publishes a generated data set to its own topics and MongoDB database,
+streams it, and checks every store with :mod:`learntrack.verify` (exact counts,
+scores within a relative 1e-9). The kill -9 and cluster runs use a separate
+``learntrack stream`` process, as users do.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from learntrack.config import Settings, get_settings
+from learntrack.producers.generator import (
+    Generator,
+    GeneratorConfig,
+    build_truth,
+    publish,
+)
+from learntrack.stack.manager import Stack
+from learntrack.streaming.job import StreamJob
+from learntrack.topics import ensure_topics
+from learntrack.verify import verify_all
+
+pytestmark = [pytest.mark.stack, pytest.mark.spark]
+
+START = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
+
+
+def isolated(
+    prefix: str, tmp_path: Path, **extra: str
+) -> tuple[Settings, dict[str, str]]:
+    """Settings, and the same as env vars for a subprocess: own topics, db, checkpoint.
+
+    The lake stays under the test stack's data dir (a subprocess writes it there);
+    each test starts with ``StreamJob.reset()``, which empties it.
+    """
+    env = {
+        "LEARNTRACK_TOPICS__ACTIVITY": f"{prefix}.activity",
+        "LEARNTRACK_TOPICS__DLQ": f"{prefix}.dlq",
+        "LEARNTRACK_TOPICS__ALERTS": f"{prefix}.alerts",
+        "LEARNTRACK_MONGO__DATABASE": prefix,
+        "LEARNTRACK_SPARK__CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+        **extra,
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        settings = get_settings()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return settings, {**os.environ, **env}
+
+
+def publish_dataset(settings: Settings, events: int, seed: int) -> dict[str, Any]:
+    from learntrack.producers import ActivityProducer
+
+    ensure_topics(settings)
+    data = Generator(
+        GeneratorConfig(
+            students=150,
+            courses=6,
+            events=events,
+            start=START,
+            seed=seed,
+            bad_ratio=0.02,
+            out_of_order=dt.timedelta(minutes=2),
+            weights=dict(settings.scoring.weights),
+            half_life_s=settings.scoring.half_life_s,
+        )
+    ).build()
+    with ActivityProducer(settings) as producer:
+        publish(data, producer.send_serialized)
+    return build_truth(data)
+
+
+def assert_matches_truth(settings: Settings, truth: dict[str, Any], spark: Any) -> None:
+    checks = verify_all(settings, truth, spark)
+    bad = [c for c in checks if not c.ok]
+    assert not bad, "\n".join(
+        f"{c.store} {c.what}: {c.expected} != {c.found}" for c in bad
+    )
+    assert {c.store for c in checks} == {"mongo", "redis", "graph", "dlq", "lake"}
+
+
+def _last_batch_records(spark: Any, settings: Settings) -> tuple[int, Any]:
+    """The last committed batch's id and its exact raw records (from Kafka)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    offsets_dir = settings.checkpoint_dir / "stream" / "offsets"
+    ids = sorted(int(p.name) for p in offsets_dir.iterdir() if p.name.isdigit())
+    last = ids[-1]
+
+    def source_offsets(batch: int) -> dict[str, int]:
+        lines = (offsets_dir / str(batch)).read_text().splitlines()
+        return {p: int(o) for p, o in json.loads(lines[2]).items()}
+
+    end = source_offsets(last)
+    start = source_offsets(last - 1) if last > 0 else dict.fromkeys(end, 0)
+    consumer = Consumer(
+        {
+            **settings.kafka.client_config(),
+            "group.id": "replay",
+            "enable.auto.commit": False,
+        }
+    )
+    rows = []
+    for p, stop in end.items():
+        first = start.get(p, 0)
+        if stop <= first:
+            continue
+        consumer.assign([TopicPartition(settings.topics.activity, int(p), first)])
+        while True:
+            msg = consumer.poll(10)
+            assert msg is not None and msg.error() is None
+            ts = dt.datetime.fromtimestamp(msg.timestamp()[1] / 1000, dt.UTC)
+            rows.append((msg.key(), msg.value(), msg.topic(), int(p), msg.offset(), ts))
+            if msg.offset() >= stop - 1:
+                break
+    consumer.close()
+    schema = (
+        "key binary, value binary, topic string, partition int, offset long, "
+        "timestamp timestamp"
+    )
+    return last, spark.createDataFrame(rows, schema)
+
+
+def test_available_now_fills_every_store_exactly_and_replays_change_nothing(
+    spark: Any, stack: Stack, prefix: str, tmp_path: Path
+) -> None:
+    settings, _env = isolated(
+        prefix, tmp_path, LEARNTRACK_STREAM__MAX_OFFSETS_PER_TRIGGER="1500"
+    )
+    job = StreamJob(settings, available_now=True, report=lambda _l: None)
+    job.reset()  # a clean Redis, graph, lake and DLQ for this test
+    truth = publish_dataset(settings, 5000, seed=11)
+    reports = job.run(spark)
+    assert len(reports) >= 3  # 5,100 records at <= 1,500 per batch
+    assert sum(r.valid for r in reports) == 5000
+    assert sum(r.invalid for r in reports) == truth["counts"]["malformed"] == 100
+    assert_matches_truth(settings, truth, spark)
+
+    # Replay the last batch with its exact records, as Spark does after a crash
+    # inside foreachBatch: every store must be unchanged.
+    batch_id, records = _last_batch_records(spark, settings)
+    assert records.count() > 0
+    replay = StreamJob(settings, available_now=True, report=lambda _l: None)
+    replay._sinks = replay._driver_sinks()  # noqa: SLF001
+    for sink in replay._sinks.values():  # noqa: SLF001
+        sink.open()
+    replay.process_batch(records, batch_id)
+    assert replay.batches[0].valid + replay.batches[0].invalid == records.count()
+    assert_matches_truth(settings, truth, spark)
+
+
+def _stream_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "learntrack.cli", "stream", "--available-now", *args]
+
+
+@pytest.mark.slow
+def test_kill_9_mid_stream_then_restart_loses_nothing_and_counts_nothing_twice(
+    spark: Any, stack: Stack, prefix: str, tmp_path: Path
+) -> None:
+    settings, full_env = isolated(
+        prefix, tmp_path, LEARNTRACK_STREAM__MAX_OFFSETS_PER_TRIGGER="2000"
+    )
+    StreamJob(settings, report=lambda _l: None).reset()
+    truth = publish_dataset(settings, 20_000, seed=12)
+
+    proc = subprocess.Popen(
+        _stream_cmd(),
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    seen = 0
+    deadline = time.monotonic() + 240
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("batch "):
+            seen += 1
+            if seen == 3:
+                break
+        assert time.monotonic() < deadline, "stream produced no batches"
+    # A crash of the whole machine's worth: driver, JVM and Python workers at once.
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+
+    done = subprocess.run(
+        _stream_cmd(),
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert_matches_truth(settings, truth, spark)
+
+
+@pytest.mark.slow
+def test_standalone_cluster_gives_the_same_result(
+    spark: Any, stack: Stack, prefix: str, tmp_path: Path
+) -> None:
+    stack.up(spark_cluster=True, report=lambda _m: None)
+    settings, env = isolated(prefix, tmp_path)
+    StreamJob(settings, report=lambda _l: None).reset()
+    truth = publish_dataset(settings, 4000, seed=13)
+    done = subprocess.run(
+        _stream_cmd("--cluster"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "batch 0:" in done.stdout
+    assert_matches_truth(settings, truth, spark)
