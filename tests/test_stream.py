@@ -128,8 +128,9 @@ def _last_batch_records(spark: Any, settings: Settings) -> tuple[int, Any]:
             msg = consumer.poll(10)
             assert msg is not None and msg.error() is None
             ts = dt.datetime.fromtimestamp(msg.timestamp()[1] / 1000, dt.UTC)
-            rows.append((msg.key(), msg.value(), msg.topic(), int(p), msg.offset(), ts))
-            if msg.offset() >= stop - 1:
+            offset = int(msg.offset() or 0)
+            rows.append((msg.key(), msg.value(), msg.topic(), int(p), offset, ts))
+            if offset >= stop - 1:
                 break
     consumer.close()
     schema = (
