@@ -67,6 +67,13 @@ def isolated(
 
 
 def publish_dataset(settings: Settings, events: int, seed: int) -> dict[str, Any]:
+    """Publish a generated data set; return its truth."""
+    return publish_data(settings, events, seed)[1]
+
+
+def publish_data(
+    settings: Settings, events: int, seed: int
+) -> tuple[Any, dict[str, Any]]:
     from learntrack.producers import ActivityProducer
 
     ensure_topics(settings)
@@ -85,7 +92,7 @@ def publish_dataset(settings: Settings, events: int, seed: int) -> dict[str, Any
     ).build()
     with ActivityProducer(settings) as producer:
         publish(data, producer.send_serialized)
-    return build_truth(data)
+    return data, build_truth(data)
 
 
 def assert_matches_truth(settings: Settings, truth: dict[str, Any], spark: Any) -> None:
@@ -148,7 +155,7 @@ def test_available_now_fills_every_store_exactly_and_replays_change_nothing(
     )
     job = StreamJob(settings, available_now=True, report=lambda _l: None)
     job.reset()  # a clean Redis, graph, lake and DLQ for this test
-    truth = publish_dataset(settings, 5000, seed=11)
+    data, truth = publish_data(settings, 5000, seed=11)
     reports = job.run(spark)
     assert len(reports) >= 3  # 5,100 records at <= 1,500 per batch
     assert sum(r.valid for r in reports) == 5000
@@ -165,6 +172,21 @@ def test_available_now_fills_every_store_exactly_and_replays_change_nothing(
         sink.open()
     replay.process_batch(records, batch_id)
     assert replay.batches[0].valid + replay.batches[0].invalid == records.count()
+    assert_matches_truth(settings, truth, spark)
+
+    # A producer that re-sends (same eventIds, later batches): counted once.
+    from learntrack.producers import ActivityProducer
+    from learntrack.producers.generator import event_bytes
+
+    with ActivityProducer(settings) as producer:
+        for event in data.events[:3000]:
+            producer.send_serialized(event[2], event_bytes(event))
+            if event is data.events[100]:
+                producer.send_serialized(
+                    event[2], event_bytes(event)
+                )  # twice in a batch
+    again = StreamJob(settings, available_now=True, report=lambda _l: None).run(spark)
+    assert sum(r.duplicates for r in again) == 3001
     assert_matches_truth(settings, truth, spark)
 
 

@@ -65,26 +65,44 @@ def ensure_indexes(settings: Any) -> None:
 
 
 class MongoActivitySink(_MongoSink):
-    """Every valid event, once, in ``activities`` (idempotent by eventId)."""
+    """Every valid event, once, in ``activities`` (idempotent by eventId).
+
+    Each document records ``firstBatch``, the batch that first inserted it. That
+    tells a replay (same batch: the event counts) from an event published twice
+    (an earlier batch already has it: every other store must skip it).
+    """
 
     name = "mongo.activities"
 
     def write_batch(self, batch_id: int, rows: Sequence[Any]) -> int:
-        """insert_many(ordered=False); duplicate eventIds (a replay) are skipped."""
+        """insert_many(ordered=False); duplicate eventIds are skipped."""
+        return len(rows) - len(self.write_and_find_earlier(batch_id, rows)[1])
+
+    def write_and_find_earlier(
+        self, batch_id: int, rows: Sequence[Any]
+    ) -> tuple[int, list[str]]:
+        """Insert; return (inserted, eventIds an *earlier* batch already stored)."""
         from pymongo.errors import BulkWriteError, PyMongoError
 
-        docs = [_activity_doc(r) for r in rows]
+        docs = [_activity_doc(r, batch_id) for r in rows]
         if not docs:
-            return 0
+            return 0, []
         try:
             result = self._db[ACTIVITIES].insert_many(docs, ordered=False)
-            return len(result.inserted_ids)
+            return len(result.inserted_ids), []
         except BulkWriteError as err:
             errors = err.details.get("writeErrors", [])
             fatal = [e for e in errors if e.get("code") != DUPLICATE_KEY]
             if fatal:
                 raise FatalSinkError(f"activities: {fatal[0].get('errmsg')}") from err
-            return int(err.details.get("nInserted", 0))
+            dups = [e["op"]["_id"] for e in errors]
+            earlier = [
+                d["_id"]
+                for d in self._db[ACTIVITIES].find(
+                    {"_id": {"$in": dups}, "firstBatch": {"$lt": batch_id}}, {"_id": 1}
+                )
+            ]
+            return int(err.details.get("nInserted", 0)), earlier
         except PyMongoError as err:
             if _retryable(err):
                 raise RetryableSinkError(f"activities: {err}") from err
@@ -99,9 +117,10 @@ class MongoActivitySink(_MongoSink):
             self.close()
 
 
-def _activity_doc(row: Any) -> dict[str, Any]:
+def _activity_doc(row: Any, batch_id: int) -> dict[str, Any]:
     r = row.asDict() if hasattr(row, "asDict") else dict(row)
     doc = {
+        "firstBatch": batch_id,
         "_id": r["eventId"],
         "eventId": r["eventId"],
         "studentId": r["studentId"],

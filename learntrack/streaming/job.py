@@ -53,6 +53,7 @@ class BatchReport:
     valid: int = 0
     invalid: int = 0
     seconds: float = 0.0
+    duplicates: int = 0
     sinks: dict[str, float] = field(default_factory=dict)
     lag: dict[str, int] = field(default_factory=dict)
 
@@ -65,7 +66,8 @@ class BatchReport:
             f"{p}:{n}" for p, n in sorted(self.lag.items(), key=lambda x: int(x[0]))
         )
         return (
-            f"batch {self.batch_id}: {rows:,} rows ({self.invalid:,} to dlq) in "
+            f"batch {self.batch_id}: {rows:,} rows ({self.invalid:,} to dlq, "
+            f"{self.duplicates:,} duplicates) in "
             f"{self.seconds:.2f} s = {rate:,.0f} rows/s | {sinks} | lag {lag or '-'}"
         )
 
@@ -216,12 +218,16 @@ class StreamJob:
         started = time.perf_counter()
         rep = BatchReport(batch_id)
         parsed = df.mapInArrow(make_parser(self.settings), parsed_schema()).persist()
+        unique = None
         try:
             counts = {
                 r["ok"]: r["count"] for r in parsed.groupBy("ok").count().collect()
             }
             rep.valid, rep.invalid = counts.get(True, 0), counts.get(False, 0)
             valid = parsed.where("ok")
+            unique = valid.dropDuplicates(["eventId"]).persist()
+            rep.duplicates = rep.valid - unique.count()
+            valid = unique
             if rep.invalid:
                 bad = parsed.where("NOT ok").select(
                     "key",
@@ -240,29 +246,38 @@ class StreamJob:
                 self._write_valid(batch_id, valid, rep)
         finally:
             parsed.unpersist()
+            if unique is not None:
+                unique.unpersist()
         rep.seconds = time.perf_counter() - started
         rep.lag = self._lag(df)
         self.batches.append(rep)
         self.report(rep.line())
 
     def _write_valid(self, batch_id: int, valid: Any, rep: BatchReport) -> None:
+        from pyspark.sql import functions as F  # noqa: N812
+
         settings = self.settings
+        earlier: list[str] = []
 
         def activities() -> None:
-            def write_partition(rows: Any) -> None:
+            def write_partition(rows: Any) -> Any:
                 with MongoActivitySink(settings) as sink:
                     chunk: list[Any] = []
                     for row in rows:
                         chunk.append(row)
                         if len(chunk) >= 5000:  # noqa: PLR2004
-                            _write_chunk(sink, batch_id, chunk)
+                            yield from _write_chunk(sink, batch_id, chunk)
                             chunk = []
                     if chunk:
-                        _write_chunk(sink, batch_id, chunk)
+                        yield from _write_chunk(sink, batch_id, chunk)
 
-            valid.foreachPartition(write_partition)
+            earlier[:] = valid.rdd.mapPartitions(write_partition).collect()
 
         self._timed(rep, "mongo", activities)
+        if earlier:
+            # Published again after an earlier batch stored them: count them once.
+            rep.duplicates += len(earlier)
+            valid = valid.where(~F.col("eventId").isin(earlier))
         self._timed(
             rep, "lake", lambda: self._sinks["lake"].write_batch(batch_id, valid)
         )
@@ -333,8 +348,9 @@ class StreamJob:
             return {}  # a metric must never fail a batch
 
 
-def _write_chunk(sink: MongoActivitySink, batch_id: int, chunk: list[Any]) -> None:
-    _retry_local(lambda: sink.write_batch(batch_id, chunk))
+def _write_chunk(sink: MongoActivitySink, batch_id: int, chunk: list[Any]) -> list[str]:
+    """Insert a chunk (executor); the eventIds an earlier batch already had."""
+    return _retry_local(lambda: sink.write_and_find_earlier(batch_id, chunk))[1]
 
 
 def _retry_local(fn: Callable[[], T], attempts: int = 8) -> T:
