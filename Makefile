@@ -43,13 +43,19 @@ DEMO_DIR := .learntrack/demo
 demo: setup ## Start the stack, run the pipeline on synthetic data, show the result
 	$(LT) stack up
 	$(LT) stack check
+	$(LT) topics reset --yes       # the demo starts from a clean slate
 	$(LT) generate --students 2000 --courses 20 --events 200000 --bad-ratio 0.005 \
 	  --out-of-order 2m --truth $(DEMO_DIR)/truth.json
+	$(LT) stream --available-now --reset
+	$(LT) verify --truth $(DEMO_DIR)/truth.json
+	$(LT) summary
 	@echo
 	@echo "Explore further:"
+	@echo "  $(LT) stream                  # keep streaming (Ctrl-C stops cleanly)"
+	@echo "  $(LT) generate --duration 60s --rate 5000   # live load, in another shell"
+	@echo "  $(LT) summary                 # top students, events, dead letters"
 	@echo "  $(LT) stack status            # servers, versions, memory"
-	@echo "  $(LT) config show             # effective settings (secrets masked)"
-	@echo "  less $(DEMO_DIR)/truth.json   # what every sink must end up with"
+	@echo "  less $(DEMO_DIR)/truth.json   # what every store must end up with"
 
 lint: setup ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check learntrack tests

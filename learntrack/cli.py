@@ -159,6 +159,21 @@ def topics_create() -> None:
     console.print(table)
 
 
+@topics_app.command("reset")
+def topics_reset(
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Confirm: every record in them is deleted.")
+    ] = False,
+) -> None:
+    """Delete and recreate LearnTrack's topics (destructive)."""
+    from learntrack.topics import reset_topics
+
+    if not yes:
+        raise typer.BadParameter("this deletes every record in the topics: add --yes")
+    deleted = reset_topics(get_settings())
+    console.print(f"deleted and recreated: {', '.join(deleted) or '(none existed)'}")
+
+
 # -- generate ---------------------------------------------------------------
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -340,12 +355,17 @@ def stream(
 
     settings = get_settings()
     chosen_trigger = trigger or settings.stream.trigger
-    parse_trigger(chosen_trigger)  # a bad value fails before Spark starts
+    try:
+        parse_trigger(chosen_trigger)  # a bad value fails before Spark starts
+    except LearnTrackError as err:
+        raise typer.BadParameter(str(err)) from None
     job = StreamJob(
         settings,
         trigger=chosen_trigger,
         available_now=available_now,
-        report=lambda line: console.print(line, markup=False, highlight=False),
+        report=lambda line: console.print(
+            line, markup=False, highlight=False, soft_wrap=True
+        ),
     )
     if reset:
         job.reset()
@@ -362,6 +382,88 @@ def stream(
         f"stream stopped after {len(reports)} batches: {valid:,} events, "
         f"{invalid:,} dead-lettered"
     )
+
+
+# -- verify / summary ---------------------------------------------------------
+@app.command("verify")
+def verify(
+    truth: Annotated[
+        Path, typer.Option(help="The truth file of `learntrack generate`.")
+    ],
+    lake: Annotated[
+        bool, typer.Option(help="Also check the Parquet lake (starts Spark).")
+    ] = False,
+) -> None:
+    """Compare every store with a generator truth file; exit 1 on any difference."""
+    from learntrack.verify import verify_all
+
+    if not truth.is_file():
+        raise typer.BadParameter(f"no such file: {truth}")
+    settings = get_settings()
+    data = orjson.loads(truth.read_bytes())
+    spark = None
+    if lake:
+        from learntrack.spark import build_spark
+
+        spark = build_spark(settings)
+    try:
+        checks = verify_all(settings, data, spark)
+    finally:
+        if spark is not None:
+            spark.stop()
+    table = Table("store", "check", "expected", "found", "ok", title="Stores vs truth")
+    for c in checks:
+        mark = "[green]yes[/]" if c.ok else "[red]NO[/]"
+        table.add_row(c.store, c.what, str(c.expected), str(c.found), mark)
+    console.print(table)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
+@app.command("summary")
+def summary(
+    top: Annotated[int, typer.Option(min=1, max=100, help="Leaderboard size.")] = 10,
+) -> None:
+    """What the stream has produced: events, students, top engaged students, DLQ."""
+    from learntrack.clients import mongo_client, redis_client
+    from learntrack.sinks.redis import PREFIX
+    from learntrack.topics import read_committed, topic_sizes
+
+    settings = get_settings()
+    with mongo_client(settings) as client:
+        db = client[settings.mongo.database]
+        events = db["activities"].estimated_document_count()
+        active = db["students"].count_documents({"activity": {"$exists": True}})
+        r = redis_client(settings)
+        try:
+            leaders = r.zrevrange(f"{PREFIX}lb:global", 0, top - 1, withscores=True)
+        finally:
+            r.close()
+        ids = [sid.decode() for sid, _ in leaders]
+        names = {
+            d["studentId"]: d for d in db["students"].find({"studentId": {"$in": ids}})
+        }
+    sizes = topic_sizes(settings)
+    head = Table("what", "count", title="LearnTrack now")
+    head.add_row("events stored (MongoDB activities)", f"{events:,}")
+    head.add_row("students with activity", f"{active:,}")
+    head.add_row(
+        "records in the activity topic", f"{sizes[settings.topics.activity]:,}"
+    )
+    dead = len(read_committed(settings, settings.topics.dlq))
+    head.add_row("dead-lettered records (DLQ topic)", f"{dead:,}")
+    console.print(head)
+    board = Table("#", "student", "name", "events", "level", title="Most engaged")
+    for rank, sid in enumerate(ids, 1):
+        doc = names.get(sid, {})
+        board.add_row(
+            str(rank),
+            sid,
+            str(doc.get("name", "-")),
+            f"{doc.get('activity', {}).get('total', 0):,}",
+            str(doc.get("studentLevel", "-")),
+        )
+    console.print(board)
 
 
 # -- import-xapi -------------------------------------------------------------

@@ -9,6 +9,7 @@ Every topic gets a bounded ``retention.ms`` (the local broker holds data in memo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from learntrack.config import Settings
 from learntrack.errors import LearnTrackError
@@ -71,3 +72,90 @@ def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> list[TopicStat
                 states.append(TopicState(name, k.partitions, "exists"))
     order = {n: i for i, n in enumerate(topic_names(settings))}
     return sorted(states, key=lambda s: order[s.name])
+
+
+def topic_sizes(settings: Settings) -> dict[str, int]:
+    """Records currently held per LearnTrack topic (high - low watermark, summed)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {**settings.kafka.client_config(), "group.id": "learntrack-sizes"}
+    )
+    sizes: dict[str, int] = {}
+    try:
+        meta = consumer.list_topics(timeout=10).topics
+        for name in topic_names(settings):
+            total = 0
+            for p in meta.get(name).partitions if name in meta else []:
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(name, p), timeout=10
+                )
+                total += high - low
+            sizes[name] = total
+    finally:
+        consumer.close()
+    return sizes
+
+
+def reset_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
+    """Delete LearnTrack's topics (and the DLQ writer's markers), then recreate them.
+
+    Destructive: every record in them is gone. Used by demos and tests.
+    """
+    import time
+
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(settings.kafka.client_config())
+    existing = admin.list_topics(timeout=10).topics
+    wanted = [*topic_names(settings), f"{settings.topics.dlq}.commits"]
+    names = [n for n in wanted if n in existing]
+    if names:
+        for fut in admin.delete_topics(names).values():
+            fut.result(timeout_s)
+        time.sleep(1.0)
+    ensure_topics(settings, timeout_s)
+    return names
+
+
+def read_committed(
+    settings: Settings, topic: str, timeout_s: float = 10.0
+) -> list[Any]:
+    """Every committed record of ``topic`` (read_committed; for small topics: DLQ).
+
+    Offsets are not a record count on a transactional topic: commit markers take
+    offsets too. Runs in the CLI process and tests.
+    """
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    consumer = Consumer(
+        {
+            **settings.kafka.client_config(),
+            "group.id": f"learntrack-read-{topic}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    records: list[Any] = []
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        parts = sorted(meta.partitions)
+        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+        done: set[int] = set()
+        while len(done) < len(parts):
+            msg = consumer.poll(timeout_s)
+            if msg is None:
+                msg_text = f"timed out reading {topic}"
+                raise LearnTrackError(msg_text)
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:  # noqa: SLF001
+                    done.add(int(msg.partition() or 0))
+                    continue
+                raise LearnTrackError(f"reading {topic}: {err}")
+            records.append(msg)
+    finally:
+        consumer.close()
+    return records

@@ -36,6 +36,9 @@ def run_cli(
         ["import-xapi", "does-not-exist.jsonl"],
         ["import-xapi", "data/xapi_sample.jsonl", "--default-region", "MOON"],
         ["generate", "--events", "-5"],
+        ["topics", "reset"],
+        ["stream", "--trigger", "soon"],
+        ["verify", "--truth", "missing.json"],
     ],
 )
 def test_bad_arguments_give_one_line(args: list[str]) -> None:

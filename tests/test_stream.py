@@ -257,3 +257,15 @@ def test_standalone_cluster_gives_the_same_result(
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "batch 0:" in done.stdout
     assert_matches_truth(settings, truth, spark)
+    truth_file = tmp_path / "truth.json"
+    truth_file.write_text(json.dumps(truth))
+    verified = subprocess.run(
+        [sys.executable, "-m", "learntrack.cli", "verify", "--truth", str(truth_file)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "NO" not in verified.stdout

@@ -74,3 +74,22 @@ def test_cli_topics_create_prints_each_topic(settings: Settings) -> None:
     for name in ("learntrack.activity", "learntrack.activity.dlq", "learntrack.alerts"):
         assert name in proc.stdout
     assert "exists" in proc.stdout
+
+
+def test_reset_topics_empties_and_recreates_them(
+    settings: Settings, prefix: str
+) -> None:
+    from confluent_kafka import Producer
+
+    from learntrack.topics import reset_topics, topic_sizes
+
+    cfg = _settings(prefix, 3)
+    ensure_topics(cfg)
+    producer = Producer(cfg.kafka.client_config())
+    for i in range(20):
+        producer.produce(cfg.topics.activity, key=f"k{i}", value=b"x")
+    assert producer.flush(10) == 0
+    assert topic_sizes(cfg)[cfg.topics.activity] == 20
+    assert f"{prefix}.a" in reset_topics(cfg)
+    sizes = topic_sizes(cfg)
+    assert sizes == {f"{prefix}.a": 0, f"{prefix}.a.dlq": 0, f"{prefix}.al": 0}
