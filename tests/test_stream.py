@@ -190,6 +190,59 @@ def test_available_now_fills_every_store_exactly_and_replays_change_nothing(
     assert_matches_truth(settings, truth, spark)
 
 
+def test_recent_counts_match_the_events(
+    spark: Any, stack: Stack, prefix: str, tmp_path: Path
+) -> None:
+    from learntrack.clients import redis_client
+    from learntrack.sinks.redis import recent_counts
+
+    settings, _env = isolated(prefix, tmp_path)
+    job = StreamJob(settings, available_now=True, report=lambda _l: None)
+    job.reset()
+    data, truth = publish_data(settings, 3000, seed=14)
+    job.run(spark)
+    busiest = max(truth["perStudent"], key=lambda s: truth["perStudent"][s]["total"])
+    mine = sorted(e[0] for e in data.events if e[2] == busiest)
+    as_of = dt.datetime.fromtimestamp(mine[len(mine) // 2] / 1000, dt.UTC)
+    minute = int(as_of.timestamp() // 60)
+    hour = int(as_of.timestamp() // 3600)
+    expected_hour = sum(1 for t in mine if minute - 60 < t // 60_000 <= minute)
+    expected_day = sum(1 for t in mine if hour - 24 < t // 3_600_000 <= hour)
+    client = redis_client(settings)
+    try:
+        got = recent_counts(client, busiest, as_of)
+    finally:
+        client.close()
+    assert got == {"lastHour": expected_hour, "lastDay": expected_day}
+    assert 0 < expected_hour <= expected_day
+
+
+@pytest.mark.slow
+def test_sigterm_stops_cleanly_after_the_current_batch(
+    stack: Stack, prefix: str, tmp_path: Path
+) -> None:
+    settings, env = isolated(prefix, tmp_path)
+    StreamJob(settings, report=lambda _l: None).reset()
+    publish_dataset(settings, 2000, seed=15)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "learntrack.cli", "stream", "--trigger", "1s"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("batch 0:"):
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, "".join(lines) + rest
+    assert "stream stopped after" in rest
+
+
 def _stream_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "learntrack.cli", "stream", "--available-now", *args]
 
