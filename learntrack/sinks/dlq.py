@@ -12,12 +12,13 @@ already there (a replay after a crash). Read the DLQ with
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 from learntrack.config import Settings
-from learntrack.errors import RetryableSinkError
+from learntrack.errors import FatalSinkError, RetryableSinkError
 from learntrack.sinks.base import Sink
 
 
@@ -53,6 +54,7 @@ class DeadLetterSink(Sink):
             }
         )
         self._producer.init_transactions(30)
+        self._stale = False
 
     def close(self) -> None:
         """Flush and drop the producer."""
@@ -62,9 +64,16 @@ class DeadLetterSink(Sink):
             self._producer = None
 
     def write_batch(self, batch_id: int, rows: Sequence[Any]) -> int:
-        """Dead-letter ``rows`` of ``batch_id`` once; returns how many were written."""
+        """Dead-letter ``rows`` of ``batch_id`` once; returns how many were written.
+
+        After a failed attempt the committed markers are read again first: a commit
+        that timed out may still have succeeded, and must not be written twice.
+        """
         from confluent_kafka import KafkaException
 
+        if self._stale:
+            self._done = self._committed_batches()
+            self._stale = False
         if batch_id in self._done:
             return 0
         dlq = self.settings.topics.dlq
@@ -79,23 +88,34 @@ class DeadLetterSink(Sink):
                     ("source.timestamp", str(r["kafkaTimestamp"]).encode()),
                     ("batch", str(batch_id).encode()),
                 ]
-                self._producer.produce(
-                    dlq, key=r["key"], value=r["raw"], headers=headers
-                )
-            self._producer.produce(
+                self._produce(dlq, r["key"], r["raw"], headers)
+            self._produce(
                 commits_topic(self.settings),
-                key=self.writer_id.encode(),
-                value=str(batch_id).encode(),
+                self.writer_id.encode(),
+                str(batch_id).encode(),
+                None,
             )
             self._producer.commit_transaction(60)
         except KafkaException as err:
-            try:
+            self._stale = True
+            error = err.args[0]
+            if error.fatal():
+                # Fenced by a newer writer, or broken: this producer cannot go on.
+                raise FatalSinkError(f"dlq: {error}") from err
+            with contextlib.suppress(KafkaException):
                 self._producer.abort_transaction(30)
-            except KafkaException:
-                pass
-            raise RetryableSinkError(f"dlq: {err}") from err
+            raise RetryableSinkError(f"dlq: {error}") from err
         self._done.add(batch_id)
         return len(rows)
+
+    def _produce(self, topic: str, key: Any, value: Any, headers: Any) -> None:
+        """Produce, waiting for room in the local queue (big batches of bad input)."""
+        while True:
+            try:
+                self._producer.produce(topic, key=key, value=value, headers=headers)
+                return
+            except BufferError:
+                self._producer.poll(0.1)
 
     def _ensure_commits_topic(self) -> None:
         from confluent_kafka.admin import AdminClient, NewTopic
@@ -141,7 +161,8 @@ class DeadLetterSink(Sink):
             while True:
                 msg = consumer.poll(10)
                 if msg is None:
-                    break
+                    # Not having seen the end means the markers may be incomplete.
+                    raise RetryableSinkError("dlq markers: no answer within 10 s")
                 err = msg.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:  # noqa: SLF001

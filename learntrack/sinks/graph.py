@@ -36,9 +36,10 @@ UPSERT_ACCESS = """
 UNWIND $rows AS row
 MERGE (s:Student {studentId: row.studentId})
 WITH s, row WHERE coalesce(s.lastBatch, -1) < $batch
-SET s.lastBatch = $batch, s.lastRegion = row.lastRegion,
-    s.lastSeen = CASE WHEN s.lastSeen IS NULL OR row.lastAt > s.lastSeen
-                      THEN row.lastAt ELSE s.lastSeen END
+WITH s, row, (s.lastSeen IS NULL OR row.lastAt > s.lastSeen) AS newer
+SET s.lastBatch = $batch,
+    s.lastRegion = CASE WHEN newer THEN row.lastRegion ELSE s.lastRegion END,
+    s.lastSeen = CASE WHEN newer THEN row.lastAt ELSE s.lastSeen END
 WITH s, row
 UNWIND row.regions AS reg
 MERGE (r:Region {code: reg.code})
@@ -75,10 +76,15 @@ class GraphSink(Sink):
 
     def open(self) -> None:
         """Connect and make sure constraints exist (idempotent)."""
+        from neo4j.exceptions import ServiceUnavailable, SessionExpired, TransientError
+
         self._driver = graph_driver(self.settings)
-        with self._driver.session(database=self.settings.graph.database) as session:
-            for statement in SCHEMA:
-                session.run(statement).consume()
+        try:
+            with self._driver.session(database=self.settings.graph.database) as session:
+                for statement in SCHEMA:
+                    session.run(statement).consume()
+        except (ServiceUnavailable, SessionExpired, TransientError, OSError) as err:
+            raise RetryableSinkError(f"graph: {err}") from err
 
     def close(self) -> None:
         """Disconnect."""

@@ -9,6 +9,7 @@ older than the batch, in the same single-document update.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,14 +22,39 @@ STUDENTS = "students"
 DUPLICATE_KEY = 11000
 
 
-def _retryable(err: Exception) -> bool:
-    from pymongo.errors import (
-        AutoReconnect,
-        NetworkTimeout,
-        ServerSelectionTimeoutError,
-    )
+#: Server error codes that pass: elections, shutdowns, network trouble.
+RETRYABLE_CODES = frozenset(
+    {6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436}
+)
 
-    return isinstance(err, AutoReconnect | NetworkTimeout | ServerSelectionTimeoutError)
+
+def _retryable(err: Exception) -> bool:
+    from pymongo.errors import ConnectionFailure, OperationFailure
+
+    if isinstance(err, ConnectionFailure):  # AutoReconnect, timeouts, selection
+        return True
+    if isinstance(err, OperationFailure):
+        return err.code in RETRYABLE_CODES or err.has_error_label("RetryableWriteError")
+    return False
+
+
+def _classify(where: str, err: Exception) -> Exception:
+    if _retryable(err):
+        return RetryableSinkError(f"{where}: {err}")
+    return FatalSinkError(f"{where}: {err}")
+
+
+def _raise_unless_duplicates(
+    where: str, errors: list[dict[str, Any]], err: Exception
+) -> None:
+    """Duplicate keys mean "already written"; anything else is classified."""
+    other = [e for e in errors if e.get("code") != DUPLICATE_KEY]
+    if not other:
+        return
+    message = f"{where}: {other[0].get('errmsg')}"
+    if all(e.get("code") in RETRYABLE_CODES for e in other):
+        raise RetryableSinkError(message) from err
+    raise FatalSinkError(message) from err
 
 
 class _MongoSink(Sink):
@@ -92,21 +118,21 @@ class MongoActivitySink(_MongoSink):
             return len(result.inserted_ids), []
         except BulkWriteError as err:
             errors = err.details.get("writeErrors", [])
-            fatal = [e for e in errors if e.get("code") != DUPLICATE_KEY]
-            if fatal:
-                raise FatalSinkError(f"activities: {fatal[0].get('errmsg')}") from err
+            _raise_unless_duplicates("activities", errors, err)
             dups = [e["op"]["_id"] for e in errors]
-            earlier = [
-                d["_id"]
-                for d in self._db[ACTIVITIES].find(
-                    {"_id": {"$in": dups}, "firstBatch": {"$lt": batch_id}}, {"_id": 1}
-                )
-            ]
+            try:
+                earlier = [
+                    d["_id"]
+                    for d in self._db[ACTIVITIES].find(
+                        {"_id": {"$in": dups}, "firstBatch": {"$lt": batch_id}},
+                        {"_id": 1},
+                    )
+                ]
+            except PyMongoError as find_err:
+                raise _classify("activities", find_err) from find_err
             return int(err.details.get("nInserted", 0)), earlier
         except PyMongoError as err:
-            if _retryable(err):
-                raise RetryableSinkError(f"activities: {err}") from err
-            raise FatalSinkError(f"activities: {err}") from err
+            raise _classify("activities", err) from err
 
     def reset(self) -> None:
         """Drop the activity log."""
@@ -115,6 +141,33 @@ class MongoActivitySink(_MongoSink):
             self._db[ACTIVITIES].drop()
         finally:
             self.close()
+
+
+def _summary_update(r: Any, batch_id: int) -> dict[str, Any]:
+    """Pipeline ``$set`` for one student's batch summary.
+
+    Counts add up; the "last" fields move only forward in event time, so a late
+    event does not overwrite a newer region or course.
+    """
+    newer = {"$gt": [r["lastAt"], {"$ifNull": ["$activity.lastAt", _BEFORE_ALL]}]}
+    update: dict[str, Any] = {
+        "streamBatch": batch_id,
+        "activity.total": {"$add": [{"$ifNull": ["$activity.total", 0]}, r["total"]]},
+        "activity.lastAt": {"$max": [r["lastAt"], "$activity.lastAt"]},
+        "activity.lastRegion": {
+            "$cond": [newer, r["lastRegion"], "$activity.lastRegion"]
+        },
+        "activity.lastCourse": {
+            "$cond": [newer, r["lastCourse"], "$activity.lastCourse"]
+        },
+    }
+    for action, n in r["actions"].items():
+        path = f"activity.byAction.{action}"
+        update[path] = {"$add": [{"$ifNull": [f"${path}", 0]}, n]}
+    return update
+
+
+_BEFORE_ALL = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def _activity_doc(row: Any, batch_id: int) -> dict[str, Any]:
@@ -152,8 +205,6 @@ class MongoStudentSink(_MongoSink):
 
         ops = []
         for r in rows:
-            inc = {"activity.total": r["total"]}
-            inc.update({f"activity.byAction.{a}": n for a, n in r["actions"].items()})
             ops.append(
                 UpdateOne(
                     {
@@ -163,15 +214,7 @@ class MongoStudentSink(_MongoSink):
                             {"streamBatch": {"$exists": False}},
                         ],
                     },
-                    {
-                        "$inc": inc,
-                        "$max": {"activity.lastAt": r["lastAt"]},
-                        "$set": {
-                            "streamBatch": batch_id,
-                            "activity.lastRegion": r["lastRegion"],
-                            "activity.lastCourse": r["lastCourse"],
-                        },
-                    },
+                    [{"$set": _summary_update(r, batch_id)}],
                     upsert=True,
                 )
             )
@@ -183,16 +226,12 @@ class MongoStudentSink(_MongoSink):
         except BulkWriteError as err:
             errors = err.details.get("writeErrors", [])
             # A duplicate key here means: the student is already at this batch.
-            fatal = [e for e in errors if e.get("code") != DUPLICATE_KEY]
-            if fatal:
-                raise FatalSinkError(f"students: {fatal[0].get('errmsg')}") from err
+            _raise_unless_duplicates("students", errors, err)
             return int(
                 err.details.get("nUpserted", 0) + err.details.get("nModified", 0)
             )
         except PyMongoError as err:
-            if _retryable(err):
-                raise RetryableSinkError(f"students: {err}") from err
-            raise FatalSinkError(f"students: {err}") from err
+            raise _classify("students", err) from err
 
     def reset(self) -> None:
         """Remove the stream's fields (profiles stay)."""

@@ -3,14 +3,16 @@
 Runs on the driver with the batch's per-student aggregates. Scores are stored
 *anchored* (see :mod:`learntrack.scoring`), so updates are plain additions:
 ``ZINCRBY`` on the global and per-course leaderboards (the ranking of anchored
-scores is the ranking of decayed scores at any instant). Each chunk of updates is
-applied by one Lua script that first sets a fence key ``(batch, chunk)`` with NX:
-a replayed batch finds the fence and changes nothing (atomic, exactly once).
+scores is the ranking of decayed scores at any instant).
+
+Exactly once: one Lua script applies a chunk of students atomically, and for each
+student first compares the batch with the student's ``lastBatch``: a student already
+at this batch (a replay) is skipped, whatever the chunking of the replay.
 
 Keys (prefix ``lt:``): ``lb:global`` and ``lb:course:<courseId>`` (ZSET, anchored
-score), ``student:<id>`` (HASH: total, ``a:<action>`` counts, ``lastAt``),
-``recent:<id>`` (HASH of 5-minute ``m:<epochMinute>`` and hourly ``h:<epochHour>``
-event-time buckets, expiring after 2 days), ``fence:<batch>:<chunk>``.
+score), ``student:<id>`` (HASH: ``total``, ``a:<action>`` counts, ``lastAt``,
+``lastBatch``), ``recent:<id>:<epochDay>`` (HASH of per-minute event-time counts,
+expiring two days after that day ends).
 """
 
 from __future__ import annotations
@@ -29,30 +31,36 @@ from learntrack.sinks.base import Sink
 
 PREFIX = "lt:"
 CHUNK = 500
-RECENT_TTL_S = 2 * 86_400
-FENCE_TTL_S = 14 * 86_400
+DAY_S = 86_400
+KEEP_DAYS_AFTER = 2
 
 APPLY = """
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) == false then
-  return -1
-end
-local ops = cjson.decode(ARGV[2])
-local ttl = tonumber(ARGV[3])
-for _, op in ipairs(ops) do
-  local kind = op[1]
-  if kind == 'z' then
-    redis.call('ZINCRBY', op[2], op[4], op[3])
-  elseif kind == 'h' then
-    redis.call('HINCRBY', op[2], op[3], op[4])
-  elseif kind == 'max' then
-    local cur = redis.call('HGET', op[2], op[3])
-    if (not cur) or cur < op[4] then redis.call('HSET', op[2], op[3], op[4]) end
-  elseif kind == 'recent' then
-    redis.call('HINCRBY', op[2], op[3], op[4])
-    redis.call('EXPIRE', op[2], ttl)
+local batch = tonumber(ARGV[1])
+local students = cjson.decode(ARGV[2])
+local applied = 0
+for _, st in ipairs(students) do
+  local skey = st[1]
+  local last = tonumber(redis.call('HGET', skey, 'lastBatch') or '-1')
+  if last < batch then
+    redis.call('HSET', skey, 'lastBatch', batch)
+    for _, op in ipairs(st[2]) do
+      local kind = op[1]
+      if kind == 'z' then
+        redis.call('ZINCRBY', op[2], op[4], op[3])
+      elseif kind == 'h' then
+        redis.call('HINCRBY', op[2], op[3], op[4])
+      elseif kind == 'max' then
+        local cur = redis.call('HGET', op[2], op[3])
+        if (not cur) or cur < op[4] then redis.call('HSET', op[2], op[3], op[4]) end
+      elseif kind == 'recent' then
+        redis.call('HINCRBY', op[2], op[3], op[4])
+        redis.call('EXPIREAT', op[2], op[5])
+      end
+    end
+    applied = applied + 1
   end
 end
-return #ops
+return applied
 """
 
 
@@ -88,24 +96,20 @@ class RedisScoreSink(Sink):
         self._client.ping()
 
     def write_batch(self, batch_id: int, rows: Sequence[Any]) -> int:
-        """Apply the batch in chunks of students, each fenced by (batch, chunk)."""
+        """Apply the batch in chunks; each student is fenced by its ``lastBatch``."""
         ordered = sorted(rows, key=lambda r: r["studentId"])
         applied = 0
-        for chunk_no, start in enumerate(range(0, len(ordered), CHUNK)):
-            ops: list[list[Any]] = []
-            for r in ordered[start : start + CHUNK]:
-                ops.extend(_ops(r))
-            fence = f"{PREFIX}fence:{batch_id}:{chunk_no}"
+        for start in range(0, len(ordered), CHUNK):
+            students = [
+                [f"{PREFIX}student:{r['studentId']}", _ops(r)]
+                for r in ordered[start : start + CHUNK]
+            ]
             try:
-                result = self._apply(
-                    keys=[fence], args=[FENCE_TTL_S, orjson.dumps(ops), RECENT_TTL_S]
-                )
+                applied += int(self._apply(args=[batch_id, orjson.dumps(students)]))
             except Exception as err:
                 if _retryable(err):
                     raise RetryableSinkError(f"redis: {err}") from err
                 raise FatalSinkError(f"redis: {err}") from err
-            if int(result) >= 0:
-                applied += len(ordered[start : start + CHUNK])
         return applied
 
     def reset(self) -> None:
@@ -127,7 +131,6 @@ class RedisScoreSink(Sink):
 def _ops(r: Any) -> list[list[Any]]:
     sid = r["studentId"]
     student = f"{PREFIX}student:{sid}"
-    recent = f"{PREFIX}recent:{sid}"
     ops: list[list[Any]] = [
         ["z", f"{PREFIX}lb:global", sid, repr(float(r["anchor"]))],
         ["h", student, "total", int(r["total"])],
@@ -138,8 +141,11 @@ def _ops(r: Any) -> list[list[Any]]:
         ["z", f"{PREFIX}lb:course:{c}", sid, repr(float(x))]
         for c, x in r["courseAnchors"].items()
     ]
-    ops += [["recent", recent, f"m:{m}", int(n)] for m, n in r["minutes"].items()]
-    ops += [["recent", recent, f"h:{h}", int(n)] for h, n in r["hours"].items()]
+    for minute, n in r["minutes"].items():
+        day = int(minute) * 60 // DAY_S
+        expire_at = (day + 1 + KEEP_DAYS_AFTER) * DAY_S
+        key = f"{PREFIX}recent:{sid}:{day}"
+        ops.append(["recent", key, str(minute), int(n), expire_at])
     return ops
 
 
@@ -155,17 +161,17 @@ def student_score(
 
 
 def recent_counts(client: Any, student_id: str, as_of: dt.datetime) -> dict[str, int]:
-    """Events in the last hour and the last day before ``as_of`` (by event time)."""
-    fields = client.hgetall(f"{PREFIX}recent:{student_id}")
+    """Events in the hour and the 24 hours up to ``as_of`` (event time, by minute)."""
     minute_now = math.floor(as_of.timestamp() / 60)
-    hour_now = math.floor(as_of.timestamp() / 3600)
+    day_now = minute_now * 60 // DAY_S
     last_hour = last_day = 0
-    for raw_field, raw_count in fields.items():
-        field = raw_field.decode()
-        kind, value = field.split(":", 1)
-        count = int(raw_count)
-        if kind == "m" and minute_now - 60 < int(value) <= minute_now:
-            last_hour += count
-        elif kind == "h" and hour_now - 24 < int(value) <= hour_now:
-            last_day += count
+    for day in (day_now - 1, day_now):
+        for raw_minute, raw_count in client.hgetall(
+            f"{PREFIX}recent:{student_id}:{day}"
+        ).items():
+            age = minute_now - int(raw_minute)
+            if 0 <= age < 60:  # noqa: PLR2004
+                last_hour += int(raw_count)
+            if 0 <= age < 1440:  # noqa: PLR2004
+                last_day += int(raw_count)
     return {"lastHour": last_hour, "lastDay": last_day}

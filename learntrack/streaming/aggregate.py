@@ -36,7 +36,6 @@ class StudentBatch:
     anchor: float = 0.0
     courseAnchors: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # noqa: N815
     minutes: dict[int, int] = field(default_factory=lambda: defaultdict(int))
-    hours: dict[int, int] = field(default_factory=lambda: defaultdict(int))
     regions: dict[str, list[Any]] = field(
         default_factory=dict
     )  # code -> [n, first, last]
@@ -89,7 +88,6 @@ def fold(settings: Settings, valid: Any) -> dict[str, StudentBatch]:
         sb.anchor += r["anchor"]
         sb.courseAnchors[r["courseId"]] += r["anchor"]
         sb.minutes[int(r["minute"])] += n
-        sb.hours[int(r["minute"]) // 60] += n
         first, last = r["first"], r["last"]
         reg = sb.regions.get(r["region"])
         if reg is None:
@@ -124,8 +122,10 @@ def switch_activities(
     multi = [s for s, sb in students.items() if len(sb.regions) > 1]
     if not multi:
         return out
+    spark = valid.sparkSession
+    wanted = spark.createDataFrame([(s,) for s in multi], "studentId string")
     rows = (
-        valid.where(valid.studentId.isin(multi))
+        valid.join(wanted, "studentId", "left_semi")
         .select("studentId", "timestamp", "eventId", "action", "courseId", "region")
         .toArrow()
         .to_pylist()
@@ -173,7 +173,6 @@ def redis_rows(students: dict[str, StudentBatch]) -> list[dict[str, Any]]:
             "anchor": sb.anchor,
             "courseAnchors": dict(sb.courseAnchors),
             "minutes": dict(sb.minutes),
-            "hours": dict(sb.hours),
             "lastAt": _iso(sb.last) if sb.last else "",
         }
         for sb in students.values()

@@ -224,8 +224,7 @@ class StreamJob:
                 r["ok"]: r["count"] for r in parsed.groupBy("ok").count().collect()
             }
             rep.valid, rep.invalid = counts.get(True, 0), counts.get(False, 0)
-            valid = parsed.where("ok")
-            unique = valid.dropDuplicates(["eventId"]).persist()
+            unique = _first_copy_of_each_event(parsed.where("ok")).persist()
             rep.duplicates = rep.valid - unique.count()
             valid = unique
             if rep.invalid:
@@ -254,7 +253,6 @@ class StreamJob:
         self.report(rep.line())
 
     def _write_valid(self, batch_id: int, valid: Any, rep: BatchReport) -> None:
-        from pyspark.sql import functions as F  # noqa: N812
 
         settings = self.settings
         earlier: list[str] = []
@@ -277,7 +275,10 @@ class StreamJob:
         if earlier:
             # Published again after an earlier batch stored them: count them once.
             rep.duplicates += len(earlier)
-            valid = valid.where(~F.col("eventId").isin(earlier))
+            seen = valid.sparkSession.createDataFrame(
+                [(e,) for e in earlier], "eventId string"
+            )
+            valid = valid.join(seen, "eventId", "left_anti")
         self._timed(
             rep, "lake", lambda: self._sinks["lake"].write_batch(batch_id, valid)
         )
@@ -346,6 +347,22 @@ class StreamJob:
             return {p: max(0, int(latest.get(p, e)) - int(e)) for p, e in end.items()}
         except (TypeError, ValueError, AttributeError):
             return {}  # a metric must never fail a batch
+
+
+def _first_copy_of_each_event(valid: Any) -> Any:
+    """One row per eventId: the copy with the lowest (partition, offset).
+
+    Deterministic, so a replayed batch keeps the same copy as the original run.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F  # noqa: N812
+
+    first = Window.partitionBy("eventId").orderBy("partition", "offset")
+    return (
+        valid.withColumn("_copy", F.row_number().over(first))
+        .where(F.col("_copy") == 1)
+        .drop("_copy")
+    )
 
 
 def _write_chunk(sink: MongoActivitySink, batch_id: int, chunk: list[Any]) -> list[str]:

@@ -82,11 +82,14 @@ def make_parser(settings: Settings) -> Callable[[Iterator[Any]], Iterator[Any]]:
 
         schema = _arrow_schema()
         for rb in batches:
-            ctx = validation_context(regions, max_future, dt.datetime.now(dt.UTC))
             cols: dict[str, list[Any]] = {name: [] for name in schema.names}
             keys = rb.column("key").to_pylist()
             values = rb.column("value").to_pylist()
-            for key, value in zip(keys, values, strict=True):
+            stamps = rb.column("timestamp").to_pylist()
+            for key, value, stamp in zip(keys, values, stamps, strict=True):
+                # "Too far in the future" is judged against the broker's timestamp
+                # of the record, never the wall clock: a replay must decide the same.
+                ctx = validation_context(regions, max_future, stamp or _NO_STAMP)
                 event, reason = check_record(key, value, ctx, max_bytes)
                 cols["ok"].append(event is not None)
                 cols["reason"].append(reason or None)
@@ -120,6 +123,9 @@ def make_parser(settings: Settings) -> Callable[[Iterator[Any]], Iterator[Any]]:
 
 
 _EVENT_FIELDS = tuple(ActivityEvent.model_fields)
+#: Reference time for a record without a broker timestamp: no future check
+#: (still deterministic across replays).
+_NO_STAMP = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
 
 
 def _arrow_schema() -> Any:
