@@ -250,7 +250,12 @@ class ScoringSettings(BaseModel):
             "logout": 0.0,
         }
     )
-    half_life_s: float = Field(7 * 86_400.0, gt=0, description="Decay half-life.")
+    half_life_s: float = Field(
+        7 * 86_400.0,
+        ge=86_400.0,
+        description="Decay half-life (>= 1 day: scores are anchored at 2026-01-01 and "
+        "2 ** (age / half-life) must stay finite; 7 days lasts ~19 years).",
+    )
 
 
 class StreamSettings(BaseModel):

@@ -13,8 +13,10 @@ import datetime as dt
 import math
 from collections.abc import Mapping
 
-#: Anchor epoch. Recent enough that 2 ** ((t - EPOCH) / h) stays far from overflow
-#: for decades with a 7-day half-life (exponent 52 per year).
+#: Anchor epoch. 2 ** ((t - EPOCH) / h) overflows a double after 1024 half-lives:
+#: ~19.6 years with the default 7-day half-life, ~2.8 years with the minimum of one
+#: day (settings refuse shorter). Re-anchoring (divide every stored score by
+#: 2 ** (shift / h) and move EPOCH) is the way past that.
 EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 

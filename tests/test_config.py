@@ -108,6 +108,14 @@ def test_masked_dump_hides_every_secret(
     assert dumped["mongo"]["uri"] == SECRET_MASK
 
 
+def test_half_life_shorter_than_a_day_is_refused(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEARNTRACK_SCORING__HALF_LIFE_S", "3600")
+    with pytest.raises(ConfigError, match="LEARNTRACK_SCORING__HALF_LIFE_S"):
+        get_settings()
+
+
 def test_settings_are_picklable_for_spark_executors(clean_env: Path) -> None:
     s = get_settings(spark={"master": "local[1]"})
     clone = pickle.loads(pickle.dumps(s))

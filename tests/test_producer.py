@@ -119,6 +119,8 @@ def test_delivery_failure_is_surfaced_when_the_broker_is_down() -> None:
     assert info.value.total == 2
     assert producer.failed == 2 and producer.delivered == 0
     assert {f.key for f in seen} == {"S1", "S2"}
+    # The failure carries the exact payload, eventId included, for a safe re-send.
+    assert all(f.value and b'"eventId"' in f.value for f in seen)
     assert (
         "timed out" in seen[0].reason.lower() or "transport" in seen[0].reason.lower()
     )

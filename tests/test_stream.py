@@ -215,6 +215,19 @@ def test_recent_counts_match_the_events(
     assert got == {"lastHour": expected_hour, "lastDay": expected_day}
     assert 0 < expected_hour <= expected_day
 
+    # The checkpoint is lost but the stream's state is not: refuse, say what to do.
+    from learntrack.errors import LearnTrackError
+
+    orphan = settings.model_copy(
+        update={
+            "spark": settings.spark.model_copy(
+                update={"checkpoint_dir": tmp_path / "x"}
+            )
+        }
+    )
+    with pytest.raises(LearnTrackError, match="--reset"):
+        StreamJob(orphan, report=lambda _l: None).start(spark)
+
 
 @pytest.mark.slow
 def test_sigterm_stops_cleanly_after_the_current_batch(

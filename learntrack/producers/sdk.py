@@ -69,11 +69,18 @@ class FlushTimeoutError(ProducerError):
 
 @dataclass(frozen=True)
 class DeliveryFailure:
-    """A message the broker did not acknowledge."""
+    """A message the broker did not acknowledge.
+
+    ``value`` is the exact payload (with its eventId): to retry, re-send it with
+    :meth:`ActivityProducer.send_serialized` (or re-send the model ``send``
+    returned). Never rebuild the event: a new eventId would count it twice if the
+    first attempt did land after all.
+    """
 
     key: str | None
     reason: str
     retriable: bool
+    value: bytes | None = None
 
 
 ErrorCallback = Callable[[DeliveryFailure], None]
@@ -219,6 +226,7 @@ class ActivityProducer:
             key=key.decode("utf-8", "replace") if key is not None else None,
             reason=str(err.str() if hasattr(err, "str") else err),
             retriable=bool(getattr(err, "retriable", lambda: False)()),
+            value=msg.value(),
         )
         with self._lock:
             self.failed += 1

@@ -163,8 +163,25 @@ class StreamJob:
             "key", "value", "topic", "partition", "offset", "timestamp"
         )
 
+    def _refuse_orphan_state(self) -> None:
+        """A lost checkpoint restarts batch ids at 0, which the fences would misread."""
+        if (self.checkpoint / "offsets").exists():
+            return
+        from learntrack.clients import mongo_client
+
+        with mongo_client(self.settings) as client:
+            db = client[self.settings.mongo.database]
+            orphaned = db["students"].find_one({"streamBatch": {"$exists": True}})
+        if orphaned is not None:
+            msg = (
+                f"stream state exists but its checkpoint {self.checkpoint} is missing: "
+                "restore the checkpoint, or start over with `learntrack stream --reset`"
+            )
+            raise LearnTrackError(msg)
+
     def start(self, spark: Any) -> Any:
         """Start the query (returns the StreamingQuery)."""
+        self._refuse_orphan_state()
         ensure_indexes(self.settings)
         self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
         self._sinks = self._driver_sinks()
@@ -187,16 +204,22 @@ class StreamJob:
 
     def run(self, spark: Any) -> list[BatchReport]:
         """Run until done (available-now), stopped by a signal, or failed."""
-        query = self.start(spark)
         previous = {
             sig: signal.signal(sig, self._on_signal)
             for sig in (signal.SIGINT, signal.SIGTERM)
         }
         try:
+            query = self.start(spark)
             while query.isActive and not self._stop.is_set():
                 query.awaitTermination(0.5)
             if self._stop.is_set() and query.isActive:
                 self.report("stopping after the current batch...")
+                # stop() cancels running jobs: let the batch in flight finish first.
+                deadline = time.monotonic() + 300
+                while (
+                    query.status.get("isTriggerActive") and time.monotonic() < deadline
+                ):
+                    time.sleep(0.2)
                 query.stop()
             exc = query.exception()
             if exc is not None:
@@ -204,7 +227,7 @@ class StreamJob:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            for sink in self._sinks.values():
+            for sink in getattr(self, "_sinks", {}).values():
                 with contextlib.suppress(Exception):
                     sink.close()
         return self.batches
@@ -215,15 +238,23 @@ class StreamJob:
     # -- one micro-batch ---------------------------------------------------------------
     def process_batch(self, df: Any, batch_id: int) -> None:
         """Parse once, then write every sink (runs on the driver; idempotent)."""
+        from pyspark.sql import functions as F  # noqa: N812
+
         started = time.perf_counter()
         rep = BatchReport(batch_id)
         parsed = df.mapInArrow(make_parser(self.settings), parsed_schema()).persist()
         unique = None
+        ends: dict[int, int] = {}
         try:
-            counts = {
-                r["ok"]: r["count"] for r in parsed.groupBy("ok").count().collect()
-            }
-            rep.valid, rep.invalid = counts.get(True, 0), counts.get(False, 0)
+            stats = (
+                parsed.groupBy("partition", "ok")
+                .agg(F.count(F.lit(1)).alias("n"), F.max("offset").alias("last"))
+                .collect()
+            )
+            rep.valid = sum(r["n"] for r in stats if r["ok"])
+            rep.invalid = sum(r["n"] for r in stats if not r["ok"])
+            for r in stats:
+                ends[r["partition"]] = max(ends.get(r["partition"], 0), r["last"] + 1)
             unique = _first_copy_of_each_event(parsed.where("ok")).persist()
             rep.duplicates = rep.valid - unique.count()
             valid = unique
@@ -248,7 +279,7 @@ class StreamJob:
             if unique is not None:
                 unique.unpersist()
         rep.seconds = time.perf_counter() - started
-        rep.lag = self._lag(df)
+        rep.lag = self._lag(ends)
         self.batches.append(rep)
         self.report(rep.line())
 
@@ -332,21 +363,26 @@ class StreamJob:
             waited += delay
             delay = min(delay * 2, 10.0)
 
-    def _lag(self, df: Any) -> dict[str, int]:
-        """Messages behind the broker's high watermark, per partition (after batch)."""
-        progress = self._query.lastProgress if self._query is not None else None
-        del df
-        if not progress or not progress.get("sources"):
+    def _lag(self, ends: dict[int, int]) -> dict[str, int]:
+        """Records behind the broker's high watermark, for partitions in this batch."""
+        if not ends:
             return {}
-        src = progress["sources"][0]
-        import json
+        from confluent_kafka import Consumer, TopicPartition
 
+        if self._lag_reader is None:
+            self._lag_reader = Consumer(
+                {**self.settings.kafka.client_config(), "group.id": "learntrack-lag"}
+            )
+        lag = {}
         try:
-            end = json.loads(src.get("endOffset") or "null") or {}
-            latest = json.loads(src.get("latestOffset") or "null") or {}
-            return {p: max(0, int(latest.get(p, e)) - int(e)) for p, e in end.items()}
-        except (TypeError, ValueError, AttributeError):
-            return {}  # a metric must never fail a batch
+            for p, end in ends.items():
+                _low, high = self._lag_reader.get_watermark_offsets(
+                    TopicPartition(self.settings.topics.activity, p), timeout=2
+                )
+                lag[str(p)] = max(0, high - end)
+        except Exception:  # noqa: BLE001 - a metric must never fail a batch
+            return {}
+        return lag
 
 
 def _first_copy_of_each_event(valid: Any) -> Any:

@@ -189,11 +189,19 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
     def partitions(
         self, start: dict[str, int], end: dict[str, int]
     ) -> list[KafkaInputPartition]:
-        """One input partition per Kafka partition with new data."""
+        """One input partition per Kafka partition with new data.
+
+        A partition created after ``start`` was planned begins at its low watermark
+        (as :meth:`latestOffset` assumed), not at 0.
+        """
+        begin = dict(start)
+        if any(p not in begin for p in end):
+            for p, (low, _high) in self._watermarks().items():
+                begin.setdefault(p, low)
         return [
-            KafkaInputPartition(self.topic, int(p), int(start.get(p, 0)), int(e))
+            KafkaInputPartition(self.topic, int(p), int(begin.get(p, 0)), int(e))
             for p, e in sorted(end.items(), key=lambda kv: int(kv[0]))
-            if int(e) > int(start.get(p, 0))
+            if int(e) > int(begin.get(p, 0))
         ]
 
     def commit(self, end: dict[str, int]) -> None:

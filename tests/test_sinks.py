@@ -1,0 +1,201 @@
+"""Each sink on its real server: replays change nothing, late events stay late."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from learntrack.clients import graph_driver, mongo_client, redis_client
+from learntrack.config import Settings, get_settings
+from learntrack.sinks.dlq import DeadLetterSink
+from learntrack.sinks.graph import GraphSink
+from learntrack.sinks.mongo import MongoActivitySink, MongoStudentSink
+from learntrack.sinks.redis import PREFIX, RedisScoreSink
+from learntrack.topics import ensure_topics, read_committed
+
+pytestmark = pytest.mark.stack
+
+T1 = dt.datetime(2026, 11, 20, 10, tzinfo=dt.UTC)
+T2 = dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC)
+
+
+def iso(t: dt.datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
+
+
+def test_every_sink_reports_healthy(settings: Settings) -> None:
+    for sink in (
+        MongoActivitySink(settings),
+        MongoStudentSink(settings),
+        RedisScoreSink(settings),
+        GraphSink(settings),
+    ):
+        status = sink.status()
+        assert status.healthy, status
+
+
+def test_mongo_activities_tell_a_replay_from_a_resent_event(
+    settings: Settings, prefix: str
+) -> None:
+    cfg = get_settings(mongo={"database": prefix})
+    row = {
+        "eventId": f"{prefix}-e1",
+        "studentId": "S1",
+        "courseId": "C1",
+        "action": "page_view",
+        "timestamp": T1,
+        "region": "EU",
+    }
+    with MongoActivitySink(cfg) as sink:
+        assert sink.write_and_find_earlier(4, [row]) == (1, [])
+        assert sink.write_and_find_earlier(4, [row]) == (0, [])  # replay of batch 4
+        assert sink.write_and_find_earlier(7, [row]) == (0, [row["eventId"]])  # re-sent
+    with mongo_client(cfg) as client:
+        assert client[prefix]["activities"].count_documents({}) == 1
+        client.drop_database(prefix)
+
+
+def student(sid: str, last: dt.datetime, region: str, total: int) -> dict[str, Any]:
+    return {
+        "studentId": sid,
+        "total": total,
+        "actions": {"page_view": total},
+        "lastAt": last,
+        "lastRegion": region,
+        "lastCourse": "C1",
+    }
+
+
+def test_mongo_students_fenced_and_late_events_do_not_overwrite(
+    settings: Settings, prefix: str
+) -> None:
+    cfg = get_settings(mongo={"database": prefix})
+    with MongoStudentSink(cfg) as sink:
+        sink.write_batch(1, [student("S1", T2, "US", 3)])
+        sink.write_batch(1, [student("S1", T2, "US", 3)])  # replay: no change
+        sink.write_batch(2, [student("S1", T1, "EU", 2)])  # late event, older time
+    with mongo_client(cfg) as client:
+        doc = client[prefix]["students"].find_one({"studentId": "S1"})
+        client.drop_database(prefix)
+    assert doc is not None
+    activity = doc["activity"]
+    assert activity["total"] == 5
+    assert activity["byAction"] == {"page_view": 5}
+    assert activity["lastRegion"] == "US"
+    assert activity["lastAt"].replace(tzinfo=dt.UTC) == T2
+
+
+def redis_row(sid: str, anchor: float) -> dict[str, Any]:
+    return {
+        "studentId": sid,
+        "total": 2,
+        "actions": {"quiz_attempt": 2},
+        "anchor": anchor,
+        "courseAnchors": {"C9": anchor},
+        "minutes": {29_000_000: 2},
+        "lastAt": "2026-11-20T10:00:00.000Z",
+    }
+
+
+def test_redis_replay_with_other_chunking_changes_nothing(
+    settings: Settings, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import learntrack.sinks.redis as redis_sink
+
+    cfg = get_settings(redis={"db": 3})
+    RedisScoreSink(cfg).reset()
+    rows = [redis_row(f"{prefix}-{i}", 1.5 + i) for i in range(7)]
+    with RedisScoreSink(cfg) as sink:
+        monkeypatch.setattr(redis_sink, "CHUNK", 3)
+        assert sink.write_batch(10, rows) == 7
+        monkeypatch.setattr(redis_sink, "CHUNK", 2)  # a replay chunked differently
+        assert sink.write_batch(10, list(reversed(rows))) == 0
+        assert sink.write_batch(11, rows[:1]) == 1
+    client = redis_client(cfg)
+    try:
+        board = dict(client.zrange(f"{PREFIX}lb:global", 0, -1, withscores=True))
+        assert board[f"{prefix}-0".encode()] == pytest.approx(3.0)
+        assert board[f"{prefix}-6".encode()] == pytest.approx(7.5)
+        assert client.hget(f"{PREFIX}student:{prefix}-3", "total") == b"2"
+        course = client.zscore(f"{PREFIX}lb:course:C9", f"{prefix}-0")
+        assert course == pytest.approx(3.0)
+    finally:
+        client.flushdb()
+        client.close()
+
+
+def test_graph_fenced_and_late_events_keep_the_last_region(
+    settings: Settings, prefix: str
+) -> None:
+    sid = f"{prefix}-S"
+
+    def row(last: dt.datetime, region: str) -> dict[str, Any]:
+        return {
+            "studentId": sid,
+            "lastRegion": region,
+            "lastAt": iso(last),
+            "regions": [
+                {"code": region, "count": 1, "first": iso(last), "last": iso(last)}
+            ],
+            "activities": [
+                {"eventId": f"{sid}-{region}", "action": "login", "courseId": "C1",
+                 "timestamp": iso(last), "region": region}
+            ],
+        }  # fmt: skip
+
+    with GraphSink(settings) as sink:
+        assert sink.write_batch(1, [row(T2, "US")]) == 1
+        assert sink.write_batch(1, [row(T2, "US")]) == 0  # replay
+        assert sink.write_batch(2, [row(T1, "EU")]) == 1  # late event
+    query = (
+        "MATCH (s:Student {studentId: $sid})-[a:ACCESSED_FROM]->(r:Region) "
+        "RETURN s.lastRegion AS last, r.code AS code, a.count AS n ORDER BY code"
+    )
+    with (
+        graph_driver(settings) as driver,
+        driver.session(database=settings.graph.database) as session,
+    ):
+        rows = session.run(query, sid=sid).data()
+        acts = session.run(
+            "MATCH (:Student {studentId: $sid})-[:PERFORMED]->(a)-[:IN_REGION]->(r) "
+            "RETURN a.eventId AS e, r.code AS code ORDER BY e",
+            sid=sid,
+        ).data()
+        session.run(
+            "MATCH (s:Student {studentId: $sid}) OPTIONAL MATCH (s)-[:PERFORMED]->(a) "
+            "DETACH DELETE s, a",
+            sid=sid,
+        ).consume()
+    assert rows == [
+        {"last": "US", "code": "EU", "n": 1},
+        {"last": "US", "code": "US", "n": 1},
+    ]
+    assert acts == [{"e": f"{sid}-EU", "code": "EU"}, {"e": f"{sid}-US", "code": "US"}]
+
+
+def test_dlq_batches_are_written_once_even_by_a_new_writer(
+    settings: Settings, prefix: str
+) -> None:
+    cfg = get_settings(topics={"dlq": f"{prefix}.dlq", "activity": f"{prefix}.a",
+                               "alerts": f"{prefix}.al"})  # fmt: skip
+    ensure_topics(cfg)
+    bad = [
+        {"key": b"S1", "raw": b"{not json", "reason": "event: Invalid JSON",
+         "topic": "t", "partition": 0, "offset": 5, "kafkaTimestamp": T1},
+        {"key": None, "raw": b"\xff\xfe", "reason": "event: Invalid JSON",
+         "topic": "t", "partition": 1, "offset": 9, "kafkaTimestamp": T1},
+    ]  # fmt: skip
+    with DeadLetterSink(cfg, writer_id=prefix) as sink:
+        assert sink.write_batch(3, bad) == 2
+        assert sink.write_batch(3, bad) == 0
+    with DeadLetterSink(cfg, writer_id=prefix) as again:  # after a restart
+        assert again.write_batch(3, bad) == 0
+        assert again.write_batch(4, bad[:1]) == 1
+    records = read_committed(cfg, cfg.topics.dlq)
+    values = sorted(r.value() or b"" for r in records)
+    assert values == sorted([b"\xff\xfe", b"{not json", b"{not json"])
+    headers = dict(records[0].headers() or [])
+    assert headers["reason"] == b"event: Invalid JSON"
+    assert {"source.partition", "source.offset", "batch"} <= set(headers)
