@@ -65,6 +65,13 @@ class Sink(ABC):
             self.close()
         return SinkStatus(self.name, True)
 
+    def _release(self, attribute: str) -> None:
+        """Close and forget the client held in ``attribute`` (idempotent)."""
+        client = getattr(self, attribute, None)
+        if client is not None:
+            client.close()
+            setattr(self, attribute, None)
+
     def ping(self) -> None:  # noqa: B027 - optional hook
         """Raise if the store does not answer (after :meth:`open`)."""
 

@@ -88,10 +88,7 @@ class GraphSink(Sink):
 
     def close(self) -> None:
         """Disconnect."""
-        driver = getattr(self, "_driver", None)
-        if driver is not None:
-            driver.close()
-            self._driver = None
+        self._release("_driver")
 
     def ping(self) -> None:
         """A Cypher round-trip."""

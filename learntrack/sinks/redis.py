@@ -86,10 +86,7 @@ class RedisScoreSink(Sink):
 
     def close(self) -> None:
         """Disconnect."""
-        client = getattr(self, "_client", None)
-        if client is not None:
-            client.close()
-            self._client = None
+        self._release("_client")
 
     def ping(self) -> None:
         """PING."""

@@ -230,6 +230,9 @@ class StreamJob:
             for sink in getattr(self, "_sinks", {}).values():
                 with contextlib.suppress(Exception):
                     sink.close()
+            if self._lag_reader is not None:
+                self._lag_reader.close()
+                self._lag_reader = None
         return self.batches
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
