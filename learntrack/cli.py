@@ -570,7 +570,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; print expected errors as one line; return the exit code."""
     command = typer.main.get_command(app)
     try:
-        command.main(
+        # Outside standalone mode click *returns* the code of typer.Exit.
+        code = command.main(
             args=argv if argv is not None else sys.argv[1:],
             prog_name="learntrack",
             standalone_mode=False,
@@ -593,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
         if details:
             sys.stderr.write(details + "\n")
         return 1
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -80,3 +81,18 @@ def test_config_show_masks_secrets() -> None:
 def test_main_returns_exit_codes_in_process(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["stack", "up", "--nope"]) == 2
     assert "No such option: --nope" in capsys.readouterr().err
+
+
+@pytest.mark.stack
+def test_commands_that_find_a_problem_exit_non_zero(
+    settings: object, tmp_path: Path
+) -> None:
+    truth = tmp_path / "truth.json"
+    truth.write_text(
+        '{"counts": {"valid": 123456789}, "perStudent": {}, "malformed": [],'
+        ' "anomalies": []}'
+    )
+    result = run_cli("verify", "--truth", str(truth))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "NO" in result.stdout
+    assert main(["verify", "--truth", str(truth)]) == 1

@@ -305,8 +305,15 @@ class Generator:
             actions = [Action.LOGIN, *middle, Action.LOGOUT]
         else:
             actions = rng.choices(_MIX_ACTIONS, _MIX_WEIGHTS, k=length)
+        # Spacing first: a session that would run past the end of the simulated span
+        # starts earlier instead (no pile-up of events on the last millisecond).
+        gaps = [0] + [rng.randrange(5 * MS, 4 * MINUTE) for _ in actions[1:]]
+        total = sum(gaps)
+        if ts + total > self.end_ms - 1:
+            ts = max(self.start_ms, self.end_ms - 1 - total)
         out: list[Event] = []
-        for action in actions:
+        for action, gap in zip(actions, gaps, strict=True):
+            ts += gap
             duration = score = None
             if action in (Action.VIDEO_PLAY, Action.VIDEO_COMPLETE):
                 duration = rng.randrange(10_000, 1_200_000)
@@ -314,7 +321,6 @@ class Generator:
                 score = round(rng.betavariate(4, 2), 3)
             elif action == Action.PAGE_VIEW:
                 duration = rng.randrange(1_000, 300_000)
-            ts = min(ts, self.end_ms - 1)
             out.append(
                 (
                     ts,
@@ -329,7 +335,6 @@ class Generator:
                     score,
                 )
             )
-            ts += rng.randrange(5 * MS, 4 * MINUTE)
         return out
 
     def _region_at(self, student: Student, ts: int) -> tuple[int, str]:
@@ -432,6 +437,7 @@ class Generator:
                     "kind": kind,
                     "time": _iso(extra[0][0]),
                     "regions": sorted({student.home, other}),
+                    "foreignRegion": other,
                     "homeEventId": anchor[1],
                     "foreignEventIds": [e[1] for e in extra],
                 }
