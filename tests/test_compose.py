@@ -485,3 +485,14 @@ def test_dockerignore_keeps_secrets_and_local_state_out() -> None:
         assert required in patterns, f".dockerignore must exclude {required}"
     for needed in ("pyproject.toml", "learntrack", "learntrack/"):
         assert needed not in patterns, f".dockerignore must keep {needed}"
+
+
+def test_grafana_dashboard_provider_reads_the_mounted_folder() -> None:
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    mounts = compose["services"]["grafana"]["volumes"]
+    dashboards_mount = next(m for m in mounts if m.startswith("./grafana/dashboards:"))
+    target = dashboards_mount.split(":")[1]
+    provider_file = ROOT / "grafana/provisioning/dashboards/learntrack.yaml"
+    provider = yaml.safe_load(provider_file.read_text())
+    assert provider["providers"][0]["options"]["path"] == target
+    assert (ROOT / "grafana/dashboards").is_dir()
