@@ -75,25 +75,10 @@ def machine() -> dict[str, Any]:
 
 def _fresh_topic(settings: Settings) -> None:
     """(Re)create the bench topic so runs don't pile data on the in-memory broker."""
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from learntrack.topics import create_topic, delete_topics
 
-    admin = AdminClient(settings.kafka.client_config())
-    if BENCH_TOPIC in admin.list_topics(timeout=10).topics:
-        for fut in admin.delete_topics([BENCH_TOPIC]).values():
-            fut.result(30)
-        time.sleep(1.0)
-    futures = admin.create_topics(
-        [
-            NewTopic(
-                BENCH_TOPIC,
-                settings.kafka.partitions,
-                1,
-                config={"retention.ms": "600000"},
-            )
-        ]
-    )
-    for fut in futures.values():
-        fut.result(30)
+    delete_topics(settings, [BENCH_TOPIC])
+    create_topic(settings, BENCH_TOPIC, settings.kafka.partitions, retention_ms=600_000)
 
 
 def _publish_rates(

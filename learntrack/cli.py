@@ -13,7 +13,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
@@ -23,6 +23,9 @@ from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from learntrack.config import get_settings, masked_dump
 from learntrack.errors import LearnTrackError
+
+if TYPE_CHECKING:
+    from learntrack.stack.manager import Stack
 
 app = typer.Typer(
     name="learntrack",
@@ -133,10 +136,7 @@ def stack_check() -> None:
         raise typer.Exit(1)
 
 
-def _print_status(stack: object) -> bool:
-    from learntrack.stack.manager import Stack
-
-    assert isinstance(stack, Stack)  # noqa: S101 - typing aid
+def _print_status(stack: Stack) -> bool:
     rows = stack.status()
     table = Table("server", "version", "address", "pid", "rss", "healthy")
     for r in rows:
@@ -427,7 +427,7 @@ def summary(
     """What the stream has produced: events, students, top engaged students, DLQ."""
     from learntrack.clients import mongo_client, redis_client
     from learntrack.sinks.redis import PREFIX
-    from learntrack.topics import read_committed, topic_sizes
+    from learntrack.topics import read_topic, topic_sizes
 
     settings = get_settings()
     with mongo_client(settings) as client:
@@ -450,7 +450,7 @@ def summary(
     head.add_row(
         "records in the activity topic", f"{sizes[settings.topics.activity]:,}"
     )
-    dead = len(read_committed(settings, settings.topics.dlq))
+    dead = len(read_topic(settings, settings.topics.dlq))
     head.add_row("dead-lettered records (DLQ topic)", f"{dead:,}")
     console.print(head)
     board = Table("#", "student", "name", "events", "level", title="Most engaged")

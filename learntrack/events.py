@@ -171,6 +171,15 @@ class StudentProfile(BaseModel):
     lastUpdated: AwareDatetime  # noqa: N815
 
 
+def utc_iso(value: dt.datetime) -> str:
+    """The contract's time format: UTC, milliseconds, ``Z`` (sorts as text)."""
+    return (
+        value.astimezone(dt.UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
 def describe_error(err: ValidationError) -> str:
     """One line naming each invalid field, e.g. ``region: unknown region 'XX'``."""
     parts = []

@@ -30,48 +30,83 @@ def topic_names(settings: Settings) -> list[str]:
     return [t.activity, t.dlq, t.alerts]
 
 
+def create_topic(
+    settings: Settings,
+    name: str,
+    partitions: int,
+    retention_ms: int | None = None,
+    timeout_s: float = 15.0,
+) -> bool:
+    """Create ``name`` with a bounded retention; True if created, False if it existed.
+
+    The retention defaults to ``kafka.retention_ms``: the local broker keeps every
+    record in memory, so no LearnTrack topic is unbounded.
+    """
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    k = settings.kafka
+    retention = str(retention_ms or k.retention_ms)
+    topic = NewTopic(
+        name,
+        num_partitions=partitions,
+        replication_factor=k.replication_factor,
+        config={"retention.ms": retention},
+    )
+    admin = AdminClient(k.client_config())  # must outlive the future below
+    future = admin.create_topics([topic])[name]
+    try:
+        future.result(timeout_s)
+    except KafkaException as err:
+        if err.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+            return False
+        msg = f"could not create topic {name}: {err}"
+        raise LearnTrackError(msg) from err
+    return True
+
+
+def delete_topics(
+    settings: Settings, names: list[str], timeout_s: float = 30.0
+) -> list[str]:
+    """Delete those of ``names`` that exist; returns them. Destructive."""
+    import time
+
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(settings.kafka.client_config())
+    existing = admin.list_topics(timeout=10).topics
+    doomed = [n for n in names if n in existing]
+    if doomed:
+        for fut in admin.delete_topics(doomed).values():
+            fut.result(timeout_s)
+        time.sleep(1.0)  # let the broker forget them before they are re-created
+    return doomed
+
+
 def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> list[TopicState]:
     """Create missing topics; add partitions where settings ask for more; idempotent."""
-    from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+    from confluent_kafka.admin import AdminClient, NewPartitions
 
     k = settings.kafka
     admin = AdminClient(k.client_config())
     existing = admin.list_topics(timeout=timeout_s).topics
     states: list[TopicState] = []
-    to_create = []
     for name in topic_names(settings):
         if name not in existing:
-            to_create.append(
-                NewTopic(
-                    name,
-                    num_partitions=k.partitions,
-                    replication_factor=k.replication_factor,
-                    config={"retention.ms": str(k.retention_ms)},
-                )
+            created = create_topic(settings, name, k.partitions, timeout_s=timeout_s)
+            states.append(
+                TopicState(name, k.partitions, "created" if created else "exists")
             )
             continue
         have = len(existing[name].partitions)
         if have < k.partitions:
-            for fut in admin.create_partitions(
-                [NewPartitions(name, k.partitions)]
-            ).values():
+            grow = admin.create_partitions([NewPartitions(name, k.partitions)])
+            for fut in grow.values():
                 fut.result(timeout_s)
             states.append(TopicState(name, k.partitions, "grown"))
         else:
             states.append(TopicState(name, have, "exists"))
-    if to_create:
-        for name, fut in admin.create_topics(to_create).items():
-            try:
-                fut.result(timeout_s)
-                states.append(TopicState(name, k.partitions, "created"))
-            except KafkaException as err:
-                if err.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    msg = f"could not create topic {name}: {err}"
-                    raise LearnTrackError(msg) from err
-                states.append(TopicState(name, k.partitions, "exists"))
-    order = {n: i for i, n in enumerate(topic_names(settings))}
-    return sorted(states, key=lambda s: order[s.name])
+    return states
 
 
 def topic_sizes(settings: Settings) -> dict[str, int]:
@@ -102,26 +137,16 @@ def reset_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
 
     Destructive: every record in them is gone. Used by demos and tests.
     """
-    import time
-
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient(settings.kafka.client_config())
-    existing = admin.list_topics(timeout=10).topics
     wanted = [*topic_names(settings), f"{settings.topics.dlq}.commits"]
-    names = [n for n in wanted if n in existing]
-    if names:
-        for fut in admin.delete_topics(names).values():
-            fut.result(timeout_s)
-        time.sleep(1.0)
+    deleted = delete_topics(settings, wanted, timeout_s)
     ensure_topics(settings, timeout_s)
-    return names
+    return deleted
 
 
-def read_committed(
-    settings: Settings, topic: str, timeout_s: float = 10.0
-) -> list[Any]:
-    """Every committed record of ``topic`` (read_committed; for small topics: DLQ).
+def read_topic(settings: Settings, topic: str, timeout_s: float = 10.0) -> list[Any]:
+    """Every committed record of ``topic``, from the start to the end of each partition.
+
+    For small topics and tests (the DLQ, test topics); reads ``read_committed``.
 
     Offsets are not a record count on a transactional topic: commit markers take
     offsets too. Runs in the CLI process and tests.

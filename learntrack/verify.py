@@ -156,9 +156,9 @@ def check_lake(spark: Any, settings: Settings, truth: dict[str, Any]) -> list[Ch
 
 def check_dlq(settings: Settings, truth: dict[str, Any]) -> list[Check]:
     """Every malformed record in the DLQ once, verbatim (by SHA-256), with a reason."""
-    from learntrack.topics import read_committed
+    from learntrack.topics import read_topic
 
-    records = read_committed(settings, settings.topics.dlq)
+    records = read_topic(settings, settings.topics.dlq)
     hashes = sorted(hashlib.sha256(m.value() or b"").hexdigest() for m in records)
     without_reason = sum(
         1 for m in records if not dict(m.headers() or []).get("reason")

@@ -25,7 +25,7 @@ from learntrack.producers.generator import (
     event_bytes,
     multi_region_students,
 )
-from tests.kafka_helpers import read_all
+from learntrack.topics import read_topic
 
 START = dt.datetime(2026, 11, 21, tzinfo=dt.UTC)
 CTX = validation_context(now=dt.datetime(2026, 11, 23, tzinfo=dt.UTC))
@@ -147,10 +147,10 @@ def test_cli_generate_publishes_exactly_the_data_set(
     settings: Settings, prefix: str, tmp_path: Path
 ) -> None:
     from learntrack.clients import mongo_client
-    from tests.kafka_helpers import create_topic
+    from learntrack.topics import create_topic
 
     topic = f"{prefix}.activity"
-    create_topic(settings, topic)
+    create_topic(settings, topic, 6)
     truth_file = tmp_path / "truth.json"
     args = [
         "--students", "60", "--courses", "5", "--events", "3000", "--seed", "5",
@@ -173,7 +173,7 @@ def test_cli_generate_publishes_exactly_the_data_set(
             start=dt.datetime(2026, 11, 20, tzinfo=dt.UTC),
         )
     ).build()  # fmt: skip
-    messages = read_all(settings, topic)
+    messages = read_topic(settings, topic)
     assert len(messages) == 3000 + 60
     published: Counter[str] = Counter()
     for m in messages:

@@ -12,7 +12,7 @@ from confluent_kafka.admin import AdminClient, NewPartitions
 from learntrack.config import Settings, get_settings
 from learntrack.errors import LearnTrackError
 from learntrack.streaming.kafka_source import SOURCE_NAME, KafkaDataSource, _cap
-from tests.kafka_helpers import create_topic
+from learntrack.topics import create_topic
 
 pytestmark = [pytest.mark.stack, pytest.mark.spark]
 
@@ -71,7 +71,7 @@ def test_reads_exactly_every_message_once_in_capped_batches(
     spark: Any, settings: Settings, prefix: str, tmp_path: Path
 ) -> None:
     topic = f"{prefix}.src"
-    create_topic(settings, topic, partitions=4)
+    create_topic(settings, topic, 4)
     produce(settings, topic, 2000)
     batches = run_available_now(spark, settings, topic, tmp_path / "ck", 600)
     assert len(batches) >= 4  # 2000 rows at <= 600 per trigger
@@ -96,7 +96,7 @@ def test_new_partitions_are_picked_up(
     spark: Any, settings: Settings, prefix: str, tmp_path: Path
 ) -> None:
     topic = f"{prefix}.grow"
-    create_topic(settings, topic, partitions=2)
+    create_topic(settings, topic, 2)
     produce(settings, topic, 50)
     first = run_available_now(spark, settings, topic, tmp_path / "ck", None)
     assert sum(map(len, first)) == 50

@@ -17,7 +17,7 @@ from learntrack.producers import (
     EventValidationError,
     QueueFullError,
 )
-from tests.kafka_helpers import create_topic, read_all
+from learntrack.topics import create_topic, read_topic
 
 pytestmark = pytest.mark.stack
 
@@ -36,7 +36,7 @@ def test_send_n_consumes_exactly_n_with_keys_partitions_and_order(
     settings: Settings, prefix: str
 ) -> None:
     topic = f"{prefix}.activity"
-    create_topic(settings, topic, partitions=6)
+    create_topic(settings, topic, 6)
     students = [f"S{i}" for i in range(40)]
     sent = []
     with ActivityProducer(settings, topic=topic) as producer:
@@ -44,7 +44,7 @@ def test_send_n_consumes_exactly_n_with_keys_partitions_and_order(
             sent.append(producer.send(event(i, students[i % len(students)])))
     assert producer.delivered == 1200 and producer.failed == 0
 
-    messages = read_all(settings, topic)
+    messages = read_topic(settings, topic)
     assert len(messages) == 1200
     values = [json.loads(m.value()) for m in messages]
     assert {v["eventId"] for v in values} == {str(e.eventId) for e in sent}
@@ -68,7 +68,7 @@ def test_invalid_event_raises_naming_the_field_and_sends_nothing(
     settings: Settings, prefix: str
 ) -> None:
     topic = f"{prefix}.activity"
-    create_topic(settings, topic, partitions=1)
+    create_topic(settings, topic, 1)
     with ActivityProducer(settings, topic=topic) as producer:
         with pytest.raises(EventValidationError, match="region"):
             producer.send({**event(0, "S1"), "region": "MOON"})
@@ -77,12 +77,12 @@ def test_invalid_event_raises_naming_the_field_and_sends_nothing(
                 [event(0, "S1"), event(1, "S2"), {**event(2, "S3"), "action": "x"}]
             )
         assert producer.sent == 0
-    assert read_all(settings, topic) == []
+    assert read_topic(settings, topic) == []
 
 
 def test_threads_share_one_producer(settings: Settings, prefix: str) -> None:
     topic = f"{prefix}.activity"
-    create_topic(settings, topic, partitions=3)
+    create_topic(settings, topic, 3)
     with ActivityProducer(settings, topic=topic) as producer:
 
         def work(t: int) -> None:
@@ -95,7 +95,7 @@ def test_threads_share_one_producer(settings: Settings, prefix: str) -> None:
         for th in threads:
             th.join()
     assert producer.sent == producer.delivered == 1000
-    assert len(read_all(settings, topic)) == 1000
+    assert len(read_topic(settings, topic)) == 1000
 
 
 def _dead_broker_settings() -> Settings:

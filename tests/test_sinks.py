@@ -13,7 +13,7 @@ from learntrack.sinks.dlq import DeadLetterSink
 from learntrack.sinks.graph import GraphSink
 from learntrack.sinks.mongo import MongoActivitySink, MongoStudentSink
 from learntrack.sinks.redis import PREFIX, RedisScoreSink
-from learntrack.topics import ensure_topics, read_committed
+from learntrack.topics import ensure_topics, read_topic
 
 pytestmark = pytest.mark.stack
 
@@ -193,7 +193,7 @@ def test_dlq_batches_are_written_once_even_by_a_new_writer(
     with DeadLetterSink(cfg, writer_id=prefix) as again:  # after a restart
         assert again.write_batch(3, bad) == 0
         assert again.write_batch(4, bad[:1]) == 1
-    records = read_committed(cfg, cfg.topics.dlq)
+    records = read_topic(cfg, cfg.topics.dlq)
     values = sorted(r.value() or b"" for r in records)
     assert values == sorted([b"\xff\xfe", b"{not json", b"{not json"])
     headers = dict(records[0].headers() or [])

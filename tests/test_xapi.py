@@ -7,7 +7,6 @@ import datetime as dt
 import gzip
 import json
 import shutil
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from learntrack.producers.xapi import (
     parse_duration_ms,
     statement_event_id,
 )
+from learntrack.topics import create_topic, delete_topics, read_topic
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "xapi_sample.jsonl"
 ADL = "http://adlnet.gov/expapi/verbs/"
@@ -590,75 +590,14 @@ def test_progress_every_thousand_statements(tmp_path: Path) -> None:
 
 
 # -- against the real broker -------------------------------------------------------
-def create_topics(settings: Settings, *names: str, partitions: int = 3) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient(settings.kafka.client_config())
-    futures = admin.create_topics(
-        [
-            NewTopic(
-                n,
-                num_partitions=partitions,
-                replication_factor=1,
-                config={"retention.ms": "3600000"},
-            )
-            for n in names
-        ]
-    )
-    for fut in futures.values():
-        fut.result(15)
-
-
-def consume_all(settings: Settings, topic: str, timeout_s: float = 30.0) -> list[Any]:
-    """Every message of ``topic``, from offset 0 until EOF on every partition."""
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
-    from confluent_kafka.admin import AdminClient
-
-    meta = AdminClient(settings.kafka.client_config()).list_topics(topic, timeout=10)
-    partitions = sorted(meta.topics[topic].partitions)
-    assert partitions, f"topic {topic} has no partitions"
-    consumer = Consumer(
-        {
-            **settings.kafka.client_config(),
-            "group.id": f"xapi-test-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
-    )
-    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-    at_eof: set[int] = set()
-    messages = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while at_eof != set(partitions):
-            assert time.monotonic() < deadline, f"no EOF on {topic} within {timeout_s}s"
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            error = msg.error()
-            if error:
-                assert error.code() == KafkaError._PARTITION_EOF, error  # noqa: SLF001
-                partition = msg.partition()
-                assert partition is not None
-                at_eof.add(partition)
-                continue
-            messages.append(msg)
-    finally:
-        consumer.close()
-    return messages
-
-
 @pytest.fixture
 def topics(settings: Settings, prefix: str) -> Iterator[tuple[str, str]]:
     """A fresh activity topic and dead-letter topic on the real broker."""
     names = (f"{prefix}.xapi.activity", f"{prefix}.xapi.dlq")
-    create_topics(settings, *names)
+    for name in names:
+        create_topic(settings, name, 3)
     yield names
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient(settings.kafka.client_config())
-    for fut in admin.delete_topics(list(names)).values():
-        fut.result(15)
+    delete_topics(settings, list(names))
 
 
 def import_to(settings: Settings, path: Path, activity: str, dlq: str) -> ImportSummary:
@@ -715,8 +654,8 @@ def test_import_publishes_valid_events_and_dead_letters_the_rest(
     activity, dlq = topics
     summary = import_to(settings, SAMPLE, activity, dlq)
     assert summary == EXPECTED_SUMMARY
-    assert_events(consume_all(settings, activity))
-    assert_dead_letters(consume_all(settings, dlq), "xapi_sample.jsonl")
+    assert_events(read_topic(settings, activity))
+    assert_dead_letters(read_topic(settings, dlq), "xapi_sample.jsonl")
 
 
 @pytest.mark.stack
@@ -727,13 +666,13 @@ def test_reimport_gives_the_same_event_ids(
     first = import_to(settings, SAMPLE, activity, dlq)
     second = import_to(settings, SAMPLE, activity, dlq)
     assert first == second == EXPECTED_SUMMARY
-    messages = consume_all(settings, activity)
+    messages = read_topic(settings, activity)
     assert_events(messages, copies=2)  # same ids: downstream dedup keeps one
     payloads: dict[str, set[bytes]] = {}
     for msg in messages:
         payloads.setdefault(json.loads(msg.value())["eventId"], set()).add(msg.value())
     assert all(len(p) == 1 for p in payloads.values())  # byte-identical copies
-    assert_dead_letters(consume_all(settings, dlq), "xapi_sample.jsonl", copies=2)
+    assert_dead_letters(read_topic(settings, dlq), "xapi_sample.jsonl", copies=2)
 
 
 @pytest.mark.stack
@@ -750,5 +689,5 @@ def test_gzip_file_with_default_producers_gives_the_same_result(
     )
     summary = import_xapi(gz, own, send_dlq=True)
     assert summary == EXPECTED_SUMMARY
-    assert_events(consume_all(settings, activity))
-    assert_dead_letters(consume_all(settings, dlq), "xapi_sample.jsonl.gz")
+    assert_events(read_topic(settings, activity))
+    assert_dead_letters(read_topic(settings, dlq), "xapi_sample.jsonl.gz")

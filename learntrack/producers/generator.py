@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from learntrack.events import DEFAULT_REGIONS, Action
+from learntrack.events import DEFAULT_REGIONS, Action, utc_iso
 from learntrack.scoring import EPOCH, anchored, weight_of
 
 MS = 1000
@@ -175,11 +175,7 @@ class _Rng(random.Random):
 
 
 def _iso(ts_ms: int) -> str:
-    return (
-        dt.datetime.fromtimestamp(ts_ms / MS, dt.UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
+    return utc_iso(dt.datetime.fromtimestamp(ts_ms / MS, dt.UTC))
 
 
 def event_dict(event: Event) -> dict[str, Any]:

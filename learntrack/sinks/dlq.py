@@ -118,22 +118,9 @@ class DeadLetterSink(Sink):
                 self._producer.poll(0.1)
 
     def _ensure_commits_topic(self) -> None:
-        from confluent_kafka.admin import AdminClient, NewTopic
+        from learntrack.topics import create_topic
 
-        admin = AdminClient(self.settings.kafka.client_config())
-        name = commits_topic(self.settings)
-        if name in admin.list_topics(timeout=10).topics:
-            return
-        retention = str(self.settings.kafka.retention_ms)
-        futures = admin.create_topics(
-            [NewTopic(name, 1, 1, config={"retention.ms": retention})]
-        )
-        for fut in futures.values():
-            try:
-                fut.result(15)
-            except Exception as err:  # noqa: BLE001 - created concurrently is fine
-                if "already exists" not in str(err).lower():
-                    raise
+        create_topic(self.settings, commits_topic(self.settings), 1)
 
     def _committed_batches(self) -> set[int]:
         """Batch ids this writer already committed (read_committed, whole topic)."""
@@ -176,21 +163,8 @@ class DeadLetterSink(Sink):
 
     def reset(self) -> None:
         """Empty the DLQ and forget the markers (``stream --reset`` starts over)."""
-        import time
+        from learntrack.topics import delete_topics, ensure_topics
 
-        from confluent_kafka.admin import AdminClient
-
-        from learntrack.topics import ensure_topics
-
-        admin = AdminClient(self.settings.kafka.client_config())
-        existing = admin.list_topics(timeout=10).topics
-        names = [
-            n
-            for n in (self.settings.topics.dlq, commits_topic(self.settings))
-            if n in existing
-        ]
-        if names:
-            for fut in admin.delete_topics(names).values():
-                fut.result(30)
-            time.sleep(1.0)
+        dlq = self.settings.topics.dlq
+        delete_topics(self.settings, [dlq, commits_topic(self.settings)])
         ensure_topics(self.settings)

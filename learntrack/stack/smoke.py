@@ -45,21 +45,12 @@ class RoundTrip:
 
 def kafka_roundtrip(settings: Settings, token: str) -> str:
     """Produce one message (acks=all) and consume it back by offset."""
-    from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    from learntrack.topics import create_topic
 
     base = settings.kafka.client_config()
-    admin = AdminClient(base)
-    if SMOKE_TOPIC not in admin.list_topics(timeout=10).topics:
-        futures = admin.create_topics(
-            [NewTopic(SMOKE_TOPIC, 1, 1, config={"retention.ms": "600000"})]
-        )
-        for fut in futures.values():
-            try:
-                fut.result(10)
-            except Exception as err:
-                if err.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise
+    create_topic(settings, SMOKE_TOPIC, 1, retention_ms=600_000)
     delivered: list[tuple[int, int]] = []
 
     def on_delivery(err: object, msg: object) -> None:

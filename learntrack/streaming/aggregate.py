@@ -15,15 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from learntrack.config import Settings
+from learntrack.events import utc_iso
 from learntrack.scoring import EPOCH
-
-
-def _iso(value: dt.datetime) -> str:
-    return (
-        value.astimezone(dt.UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
 
 
 @dataclass
@@ -117,7 +110,7 @@ def switch_activities(
             ts, eid, action, course, region = sb.first
             out[sb.studentId].append(
                 {"eventId": eid, "action": action, "courseId": course,
-                 "timestamp": _iso(ts), "region": region}
+                 "timestamp": utc_iso(ts), "region": region}
             )  # fmt: skip
     multi = [s for s, sb in students.items() if len(sb.regions) > 1]
     if not multi:
@@ -140,7 +133,7 @@ def switch_activities(
                     "eventId": r["eventId"],
                     "action": r["action"],
                     "courseId": r["courseId"],
-                    "timestamp": _iso(r["timestamp"]),
+                    "timestamp": utc_iso(r["timestamp"]),
                     "region": r["region"],
                 }
             )
@@ -173,7 +166,7 @@ def redis_rows(students: dict[str, StudentBatch]) -> list[dict[str, Any]]:
             "anchor": sb.anchor,
             "courseAnchors": dict(sb.courseAnchors),
             "minutes": dict(sb.minutes),
-            "lastAt": _iso(sb.last) if sb.last else "",
+            "lastAt": utc_iso(sb.last) if sb.last else "",
         }
         for sb in students.values()
     ]
@@ -187,9 +180,14 @@ def graph_rows(
         {
             "studentId": sb.studentId,
             "lastRegion": sb.lastRegion,
-            "lastAt": _iso(sb.last) if sb.last else "",
+            "lastAt": utc_iso(sb.last) if sb.last else "",
             "regions": [
-                {"code": code, "count": n, "first": _iso(first), "last": _iso(last)}
+                {
+                    "code": code,
+                    "count": n,
+                    "first": utc_iso(first),
+                    "last": utc_iso(last),
+                }
                 for code, (n, first, last) in sorted(sb.regions.items())
             ],
             "activities": activities.get(sb.studentId, []),
