@@ -21,6 +21,8 @@ from rich.console import Console
 from rich.table import Table
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
+from learntrack.api.commands import register as register_api_commands
+from learntrack.batch.commands import register as register_batch_commands
 from learntrack.config import get_settings, masked_dump
 from learntrack.errors import LearnTrackError
 
@@ -42,6 +44,13 @@ topics_app = typer.Typer(help="Manage LearnTrack's Kafka topics.", no_args_is_he
 app.add_typer(config_app, name="config")
 app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
+query_app = typer.Typer(
+    help="Ask the stores what apps, teachers and analysts ask.", no_args_is_help=True
+)
+app.add_typer(query_app, name="query")
+# Commands that live next to the stage they drive (batch/, api/).
+register_batch_commands(app, query_app)
+register_api_commands(app, query_app)
 
 console = Console()
 

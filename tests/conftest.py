@@ -4,7 +4,8 @@ The test stack has its own data directory (``.learntrack-test/``) and its own po
 (the defaults + ``LEARNTRACK_TEST_PORT_OFFSET``, default 10000), so a developer's
 ``make up`` stack and its data are never touched. A server that cannot start fails
 the run: nothing is skipped.
-Set ``LEARNTRACK_TEST_KEEP_STACK=1`` to leave the test stack running afterwards.
+Set ``LEARNTRACK_TEST_KEEP_STACK=1`` to leave the test stack running afterwards, and
+``LEARNTRACK_TEST_DATA_DIR`` to give a second test run its own data directory.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ _PORTS = {
     "SPARK__WORKER_WEBUI_PORT": 8081,
 }
 TEST_ENV = {
-    "LEARNTRACK_DATA_DIR": str(ROOT / ".learntrack-test"),
+    "LEARNTRACK_DATA_DIR": os.environ.get(
+        "LEARNTRACK_TEST_DATA_DIR", str(ROOT / ".learntrack-test")
+    ),
     **{f"LEARNTRACK_{k}": str(v + OFFSET) for k, v in _PORTS.items()},
     "LEARNTRACK_SPARK__MASTER": "local[2]",
     "LEARNTRACK_SPARK__WORKER_CORES": "1",
