@@ -1,0 +1,240 @@
+"""The nightly batch: daily course engagement from the Parquet lake into Cassandra.
+
+Runs in the driver process of ``learntrack batch`` (or of whoever calls
+:func:`run_batch`: ``make demo``, benchmarks, tests). Spark reads the requested days
+of the lake and aggregates them on its executors; the result, one row per (course,
+day), is small and is written from the driver through
+:class:`learntrack.sinks.cassandra.CassandraEngagementSink`.
+
+Idempotent: each processed day is replaced as a whole (same rows for the same lake,
+rows of courses without events that day deleted), so re-running a day after late
+events reached the lake brings it up to date, and re-running it again changes
+nothing. Days without a lake folder are reported and left untouched in Cassandra.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from learntrack.config import Settings
+from learntrack.errors import LearnTrackError
+from learntrack.events import Action
+from learntrack.sinks.cassandra import CassandraEngagementSink, CourseDay
+from learntrack.sinks.lake import lake_path
+
+#: At most this many days per run (a year and a day: enough for any backfill,
+#: small enough that a typo such as --from 2006 fails fast).
+MAX_DAYS = 366
+
+
+class BatchError(LearnTrackError):
+    """The batch cannot run as asked (no data for any requested day, bad range)."""
+
+
+@dataclass(frozen=True)
+class DayResult:
+    """What the batch did for one day."""
+
+    date: dt.date
+    events: int
+    rows_written: int
+    rows_deleted: int
+
+
+@dataclass
+class BatchResult:
+    """What one :func:`run_batch` call did."""
+
+    requested: list[dt.date]
+    missing: list[dt.date]
+    days: list[DayResult] = field(default_factory=list)
+    seconds: float = 0.0
+    spark_seconds: float = 0.0
+
+    @property
+    def rows_written(self) -> int:
+        """Rows written (one per course and day)."""
+        return sum(d.rows_written for d in self.days)
+
+    @property
+    def rows_deleted(self) -> int:
+        """Stale rows deleted (courses without events on a re-run day)."""
+        return sum(d.rows_deleted for d in self.days)
+
+    @property
+    def events(self) -> int:
+        """Lake events aggregated."""
+        return sum(d.events for d in self.days)
+
+
+# -- days ------------------------------------------------------------------------
+def parse_day(text: str) -> dt.date:
+    """Parse ``YYYY-MM-DD`` strictly (no other ISO forms), or raise ValueError."""
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
+        msg = f"invalid date {text!r}: use YYYY-MM-DD"
+        raise ValueError(msg)
+    try:
+        return dt.date.fromisoformat(text.strip())
+    except ValueError:
+        msg = f"invalid date {text!r}: no such day"
+        raise ValueError(msg) from None
+
+
+def day_range(first: dt.date, last: dt.date) -> list[dt.date]:
+    """Every day from ``first`` to ``last`` inclusive; BatchError if empty or huge."""
+    if first > last:
+        msg = f"--from {first} is after --to {last}"
+        raise BatchError(msg)
+    n = (last - first).days + 1
+    if n > MAX_DAYS:
+        msg = f"{n} days from {first} to {last}: at most {MAX_DAYS} per run"
+        raise BatchError(msg)
+    return [first + dt.timedelta(days=i) for i in range(n)]
+
+
+def yesterday(now: dt.datetime | None = None) -> dt.date:
+    """Yesterday's UTC date (the lake is partitioned by UTC day)."""
+    return (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).date() - dt.timedelta(
+        days=1
+    )
+
+
+def day_folder(lake: Path, day: dt.date) -> Path:
+    """The lake folder of ``day``."""
+    return lake / f"date={day.isoformat()}"
+
+
+def split_days(
+    lake: Path, days: Iterable[dt.date]
+) -> tuple[list[dt.date], list[dt.date]]:
+    """(days with Parquet files in the lake, days without), both sorted."""
+    present: list[dt.date] = []
+    missing: list[dt.date] = []
+    for day in sorted(set(days)):
+        folder = day_folder(lake, day)
+        has_files = folder.is_dir() and any(folder.glob("batch=*/*.parquet"))
+        (present if has_files else missing).append(day)
+    return present, missing
+
+
+def plan(
+    settings: Settings, days: Iterable[dt.date]
+) -> tuple[list[dt.date], list[dt.date]]:
+    """(days to process, days missing); BatchError when no day has data.
+
+    Cheap (lists folders): the CLI calls it before starting Spark.
+    """
+    lake = lake_path(settings)
+    wanted = sorted(set(days))
+    present, missing = split_days(lake, wanted)
+    if not present:
+        span = str(wanted[0]) if len(wanted) == 1 else f"{wanted[0]}..{wanted[-1]}"
+        msg = f"no lake data for {span} (looked in {lake}); nothing to aggregate"
+        raise BatchError(msg)
+    return present, missing
+
+
+# -- aggregation (Spark) -----------------------------------------------------------
+def aggregate(spark: Any, lake: Path, days: list[dt.date]) -> list[CourseDay]:
+    """One row per (course, day) of ``days`` from the lake (runs a Spark job).
+
+    Events are counted once per eventId (the lake already holds each once; this
+    keeps a hand-copied file from counting twice).
+    """
+    from pyspark.sql import functions as F  # noqa: N812
+
+    paths = [str(day_folder(lake, d)) for d in days]
+    events = (
+        spark.read.option("basePath", str(lake))
+        .parquet(*paths)
+        .select(
+            "eventId",
+            "studentId",
+            "courseId",
+            "action",
+            F.col("date").cast("string").alias("day"),
+        )
+        .dropDuplicates(["eventId"])
+    )
+    keys = ["courseId", "day"]
+    totals = events.groupBy(*keys).agg(
+        F.count(F.lit(1)).alias("count"),
+        F.countDistinct("studentId").alias("active"),
+    )
+    actions = (
+        events.groupBy(*keys, "action")
+        .agg(F.count(F.lit(1)).alias("n"))
+        .groupBy(*keys)
+        .agg(F.map_from_entries(F.collect_list(F.struct("action", "n"))).alias("acts"))
+    )
+    rows = []
+    for r in totals.join(actions, keys).toLocalIterator():
+        acts = {str(a): int(n) for a, n in r["acts"].items()}
+        count, active = int(r["count"]), int(r["active"])
+        rows.append(
+            CourseDay(
+                course_id=r["courseId"],
+                date=dt.date.fromisoformat(r["day"]),
+                count=count,
+                active_students=active,
+                quiz_attempts=acts.get(Action.QUIZ_ATTEMPT.value, 0),
+                events_per_student=count / active,
+                actions=acts,
+            )
+        )
+    return rows
+
+
+# -- the job ---------------------------------------------------------------------------
+def run_batch(
+    settings: Settings,
+    spark: Any,
+    days: Iterable[dt.date],
+    *,
+    on_stage: Callable[[str], None] | None = None,
+    on_day: Callable[[DayResult], None] | None = None,
+) -> BatchResult:
+    """Aggregate ``days`` of the lake into Cassandra; replace each day's rows.
+
+    Runs on the driver; Spark does the reading and aggregating. Cassandra is
+    connected (and the schema created if missing) before Spark starts reading, so
+    a store that is down fails fast. ``on_stage`` gets a short line per stage,
+    ``on_day`` each day's result as soon as it is written.
+
+    Raises:
+        BatchError: no requested day has data in the lake.
+        RetryableSinkError: Cassandra is down or timed out (run again).
+        FatalSinkError: Cassandra refused a statement.
+    """
+    started = time.perf_counter()
+    wanted = sorted(set(days))
+    present, missing = plan(settings, wanted)
+    result = BatchResult(requested=wanted, missing=missing)
+    stage = on_stage or (lambda _m: None)
+    with CassandraEngagementSink(settings) as sink:
+        created = sink.ensure_schema()
+        if created:
+            stage(f"created {', '.join(created)}")
+        stage(f"aggregating {len(present)} day(s) of the lake with Spark")
+        spark_started = time.perf_counter()
+        rows = aggregate(spark, lake_path(settings), present)
+        result.spark_seconds = time.perf_counter() - spark_started
+        by_day: dict[dt.date, list[CourseDay]] = {d: [] for d in present}
+        for row in rows:
+            by_day[row.date].append(row)
+        stage(f"writing {len(rows)} row(s) to Cassandra")
+        for day in present:
+            day_rows = sorted(by_day[day], key=lambda r: r.course_id)
+            written, deleted = sink.replace_day(day, day_rows)
+            done = DayResult(day, sum(r.count for r in day_rows), written, deleted)
+            result.days.append(done)
+            if on_day is not None:
+                on_day(done)
+    result.seconds = time.perf_counter() - started
+    return result
