@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from learntrack.clients import graph_driver, mongo_client, redis_client
 from learntrack.config import Settings
 
@@ -171,6 +173,42 @@ def check_dlq(settings: Settings, truth: dict[str, Any]) -> list[Check]:
     ]
 
 
+def check_alerts(settings: Settings, truth: dict[str, Any]) -> list[Check]:
+    """Alerts name exactly the injected anomalies, once in every alert store."""
+    from learntrack.sinks.alerts import ALERTS, REDIS_PREFIX
+    from learntrack.topics import read_topic
+
+    anomalous = {a["studentId"] for a in truth["anomalies"]}
+    with mongo_client(settings) as client:
+        docs = list(client[settings.mongo.database][ALERTS].find({}, {"studentId": 1}))
+    ids = {d["_id"] for d in docs}
+    alerted = {d["studentId"] for d in docs}
+    with redis_client(settings) as r:
+        in_redis = {v.decode() for v in r.smembers(f"{REDIS_PREFIX}all")}
+    with (
+        graph_driver(settings) as driver,
+        driver.session(database=settings.graph.database) as session,
+    ):
+        record = session.run(
+            "MATCH (x:Alert)-[:CONCERNS]->(:Student) RETURN collect(x.alertId) AS ids"
+        ).single()
+        in_graph = list(record["ids"]) if record else []
+    topic_ids = [
+        orjson.loads(m.value() or b"{}").get("alertId")
+        for m in read_topic(settings, settings.topics.alerts)
+    ]
+    hits = len(anomalous & alerted)
+    return [
+        Check("alerts", "injected anomalies alerted", len(anomalous), hits),
+        Check(
+            "alerts", "students alerted without an anomaly", 0, len(alerted - anomalous)
+        ),
+        Check("alerts", "alerts in redis = mongo", True, in_redis == ids),
+        Check("alerts", "graph = mongo, once", True, sorted(in_graph) == sorted(ids)),
+        Check("alerts", "topic = mongo, once", True, sorted(topic_ids) == sorted(ids)),
+    ]
+
+
 def verify_all(
     settings: Settings, truth: dict[str, Any], spark: Any | None = None
 ) -> list[Check]:
@@ -181,6 +219,8 @@ def verify_all(
         *check_graph(settings, truth),
         *check_dlq(settings, truth),
     ]
+    if settings.detect.enabled:
+        checks += check_alerts(settings, truth)
     if spark is not None:
         checks += check_lake(spark, settings, truth)
     return checks

@@ -101,7 +101,14 @@ def assert_matches_truth(settings: Settings, truth: dict[str, Any], spark: Any) 
     assert not bad, "\n".join(
         f"{c.store} {c.what}: {c.expected} != {c.found}" for c in bad
     )
-    assert {c.store for c in checks} == {"mongo", "redis", "graph", "dlq", "lake"}
+    assert {c.store for c in checks} == {
+        "mongo",
+        "redis",
+        "graph",
+        "dlq",
+        "lake",
+        "alerts",
+    }
 
 
 def _last_batch_records(spark: Any, settings: Settings) -> tuple[int, Any]:

@@ -1,36 +1,44 @@
-"""The dead-letter topic: every invalid record, verbatim, with its reason.
+"""Exactly-once Kafka output of a micro-batch; the dead-letter topic built on it.
 
-Runs on the driver with the batch's invalid rows (few). Each record is produced to
-``learntrack.activity.dlq`` with its original key and value bytes, and headers
-``reason``, ``source.topic``, ``source.partition``, ``source.offset``,
-``source.timestamp`` and ``batch``. Exactly once: the records of a batch and a marker
-``<batch id>`` on the small ``<dlq>.commits`` topic are written in one Kafka
-transaction; on start the sink reads the committed markers and skips any batch
-already there (a replay after a crash). Read the DLQ with
+Runs on the driver. :class:`TransactionalTopicSink` writes the records of a batch
+and a marker ``<batch id>`` on the small ``<topic>.commits`` topic in one Kafka
+transaction; on start it reads the committed markers and skips any batch already
+there (a replay after a crash). Read its topics with
 ``isolation.level=read_committed``.
+
+:class:`DeadLetterSink` uses it for every invalid record, verbatim: each is produced
+to ``learntrack.activity.dlq`` with its original key and value bytes, and headers
+``reason``, ``source.topic``, ``source.partition``, ``source.offset``,
+``source.timestamp`` and ``batch``. The alerts topic uses it too
+(:mod:`learntrack.sinks.alerts`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from learntrack.config import Settings
 from learntrack.errors import FatalSinkError, RetryableSinkError
 from learntrack.sinks.base import Sink
 
-
-def commits_topic(settings: Settings) -> str:
-    """The marker topic of the DLQ writer."""
-    return f"{settings.topics.dlq}.commits"
+Record = tuple[Any, Any, list[tuple[str, str | bytes | None]] | None]
 
 
-class DeadLetterSink(Sink):
-    """Produces invalid records to the DLQ, one Kafka transaction per batch."""
+def commits_topic(settings: Settings, topic: str | None = None) -> str:
+    """The marker topic of a transactional writer of ``topic`` (default: the DLQ)."""
+    return f"{topic or settings.topics.dlq}.commits"
 
-    name = "dlq"
+
+class TransactionalTopicSink(Sink):
+    """Produces a batch's records to one topic, one Kafka transaction per batch.
+
+    Subclasses name the topic and turn rows into ``(key, value, headers)``.
+    """
+
+    name = "topic"
 
     def __init__(self, settings: Settings, writer_id: str = "stream") -> None:
         """``writer_id`` names the transactional producer (one per checkpoint)."""
@@ -47,7 +55,7 @@ class DeadLetterSink(Sink):
         self._producer: Any = Producer(
             {
                 **self.settings.kafka.client_config(),
-                "transactional.id": f"learntrack-dlq-{digest}",
+                "transactional.id": f"learntrack-{self.name}-{digest}",
                 "enable.idempotence": True,
                 "acks": "all",
                 "linger.ms": 5,
@@ -63,8 +71,16 @@ class DeadLetterSink(Sink):
             producer.flush(10)
             self._producer = None
 
+    def topic(self) -> str:
+        """The topic this writer produces to."""
+        raise NotImplementedError
+
+    def records(self, batch_id: int, rows: Sequence[Any]) -> Iterator[Record]:
+        """``(key, value, headers)`` for each row."""
+        raise NotImplementedError
+
     def write_batch(self, batch_id: int, rows: Sequence[Any]) -> int:
-        """Dead-letter ``rows`` of ``batch_id`` once; returns how many were written.
+        """Produce ``rows`` of ``batch_id`` once; returns how many were written.
 
         After a failed attempt the committed markers are read again first: a commit
         that timed out may still have succeeded, and must not be written twice.
@@ -76,21 +92,13 @@ class DeadLetterSink(Sink):
             self._stale = False
         if batch_id in self._done:
             return 0
-        dlq = self.settings.topics.dlq
+        topic = self.topic()
         try:
             self._producer.begin_transaction()
-            for r in rows:
-                headers: list[tuple[str, str | bytes | None]] = [
-                    ("reason", str(r["reason"]).encode()),
-                    ("source.topic", str(r["topic"]).encode()),
-                    ("source.partition", str(r["partition"]).encode()),
-                    ("source.offset", str(r["offset"]).encode()),
-                    ("source.timestamp", str(r["kafkaTimestamp"]).encode()),
-                    ("batch", str(batch_id).encode()),
-                ]
-                self._produce(dlq, r["key"], r["raw"], headers)
+            for key, value, headers in self.records(batch_id, rows):
+                self._produce(topic, key, value, headers)
             self._produce(
-                commits_topic(self.settings),
+                commits_topic(self.settings, topic),
                 self.writer_id.encode(),
                 str(batch_id).encode(),
                 None,
@@ -101,10 +109,10 @@ class DeadLetterSink(Sink):
             error = err.args[0]
             if error.fatal():
                 # Fenced by a newer writer, or broken: this producer cannot go on.
-                raise FatalSinkError(f"dlq: {error}") from err
+                raise FatalSinkError(f"{self.name}: {error}") from err
             with contextlib.suppress(KafkaException):
                 self._producer.abort_transaction(30)
-            raise RetryableSinkError(f"dlq: {error}") from err
+            raise RetryableSinkError(f"{self.name}: {error}") from err
         self._done.add(batch_id)
         return len(rows)
 
@@ -120,7 +128,7 @@ class DeadLetterSink(Sink):
     def _ensure_commits_topic(self) -> None:
         from learntrack.topics import create_topic
 
-        create_topic(self.settings, commits_topic(self.settings), 1)
+        create_topic(self.settings, commits_topic(self.settings, self.topic()), 1)
 
     def _committed_batches(self) -> set[int]:
         """Batch ids this writer already committed (read_committed, whole topic)."""
@@ -134,7 +142,7 @@ class DeadLetterSink(Sink):
         consumer = Consumer(
             {
                 **self.settings.kafka.client_config(),
-                "group.id": f"learntrack-dlq-markers-{self.writer_id}",
+                "group.id": f"learntrack-{self.name}-markers-{self.writer_id}",
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
                 "isolation.level": "read_committed",
@@ -143,18 +151,22 @@ class DeadLetterSink(Sink):
         done: set[int] = set()
         try:
             consumer.assign(
-                [TopicPartition(commits_topic(self.settings), 0, OFFSET_BEGINNING)]
+                [
+                    TopicPartition(
+                        commits_topic(self.settings, self.topic()), 0, OFFSET_BEGINNING
+                    )
+                ]
             )
             while True:
                 msg = consumer.poll(10)
                 if msg is None:
                     # Not having seen the end means the markers may be incomplete.
-                    raise RetryableSinkError("dlq markers: no answer within 10 s")
+                    raise RetryableSinkError(f"{self.name} markers: no answer in 10 s")
                 err = msg.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:  # noqa: SLF001
                         break
-                    raise RetryableSinkError(f"dlq markers: {err}")
+                    raise RetryableSinkError(f"{self.name} markers: {err}")
                 if msg.key() == self.writer_id.encode():
                     done.add(int(msg.value() or b"-1"))
         finally:
@@ -162,9 +174,32 @@ class DeadLetterSink(Sink):
         return done
 
     def reset(self) -> None:
-        """Empty the DLQ and forget the markers (``stream --reset`` starts over)."""
+        """Empty the topic and forget the markers (``stream --reset`` starts over)."""
         from learntrack.topics import delete_topics, ensure_topics
 
-        dlq = self.settings.topics.dlq
-        delete_topics(self.settings, [dlq, commits_topic(self.settings)])
+        topic = self.topic()
+        delete_topics(self.settings, [topic, commits_topic(self.settings, topic)])
         ensure_topics(self.settings)
+
+
+class DeadLetterSink(TransactionalTopicSink):
+    """Produces invalid records to the DLQ, one Kafka transaction per batch."""
+
+    name = "dlq"
+
+    def topic(self) -> str:
+        """The dead-letter topic."""
+        return self.settings.topics.dlq
+
+    def records(self, batch_id: int, rows: Sequence[Any]) -> Iterator[Record]:
+        """Each invalid record verbatim, with its reason and source in headers."""
+        for r in rows:
+            headers: list[tuple[str, str | bytes | None]] = [
+                ("reason", str(r["reason"]).encode()),
+                ("source.topic", str(r["topic"]).encode()),
+                ("source.partition", str(r["partition"]).encode()),
+                ("source.offset", str(r["offset"]).encode()),
+                ("source.timestamp", str(r["kafkaTimestamp"]).encode()),
+                ("batch", str(batch_id).encode()),
+            ]
+            yield r["key"], r["raw"], headers

@@ -70,12 +70,11 @@ class Stack:
         generated = dotenv_values(credentials_path(self.settings.data_dir))
         merged = self.settings.model_copy(deep=True)
         for key in GENERATED:
-            section = getattr(
-                merged, key.split("__")[0].removeprefix(ENV_PREFIX).lower()
-            )
+            section_name, field_name = key.removeprefix(ENV_PREFIX).lower().split("__")
+            section = getattr(merged, section_name)
             value = generated.get(key)
-            if section.password is None and value:
-                section.password = SecretStr(value)
+            if getattr(section, field_name) is None and value:
+                setattr(section, field_name, SecretStr(value))
         return merged
 
     def _servers(self, classes: Iterable[type[LocalServer]]) -> list[LocalServer]:

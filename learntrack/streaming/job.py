@@ -9,6 +9,10 @@ Runs on the Spark driver (the ``learntrack stream`` process). Each micro-batch
 3. per-student aggregates -> MongoDB ``students``, Redis and the graph (driver,
    each fenced by batch id).
 
+A second query (``learntrack-detect``, :mod:`learntrack.streaming.detect`) reads the
+same topic with its own checkpoint and raises multi-region alerts
+(:mod:`learntrack.sinks.alerts`); turn it off with ``LEARNTRACK_DETECT__ENABLED``.
+
 Spark re-runs a batch with the same id and offsets after a crash, and every write
 above is idempotent, so effects are exactly once. A sink that fails with a
 retryable error is retried with backoff inside the batch (no skipped batch, no
@@ -18,16 +22,19 @@ crash loop); a fatal error stops the query.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import shutil
 import signal
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 from learntrack.config import Settings
 from learntrack.errors import LearnTrackError, RetryableSinkError
+from learntrack.sinks.alerts import alert_doc, alert_sinks
 from learntrack.sinks.dlq import DeadLetterSink
 from learntrack.sinks.graph import GraphSink
 from learntrack.sinks.lake import LakeSink
@@ -37,7 +44,7 @@ from learntrack.sinks.mongo import (
     ensure_indexes,
 )
 from learntrack.sinks.redis import RedisScoreSink
-from learntrack.streaming import aggregate
+from learntrack.streaming import aggregate, detect
 from learntrack.streaming.kafka_source import SOURCE_NAME, KafkaDataSource
 from learntrack.streaming.parse import make_parser, parsed_schema
 
@@ -103,9 +110,12 @@ class StreamJob:
         self.master = master
         self.report = report
         self.checkpoint = settings.checkpoint_dir / "stream"
+        self.detect_checkpoint = settings.checkpoint_dir / "detect"
         self.batches: list[BatchReport] = []
+        self.alerts_written = 0
         self._stop = threading.Event()
         self._query: Any = None
+        self._detect_query: Any = None
         self._lag_reader: Any = None
 
     # -- sinks ---------------------------------------------------------------------
@@ -119,9 +129,14 @@ class StreamJob:
         }
 
     def reset(self) -> None:
-        """Start over: delete the checkpoint and everything the stream wrote."""
+        """Start over: delete the checkpoints and everything the stream wrote."""
         shutil.rmtree(self.checkpoint, ignore_errors=True)
-        for sink in [MongoActivitySink(self.settings), *self._driver_sinks().values()]:
+        shutil.rmtree(self.detect_checkpoint, ignore_errors=True)
+        for sink in [
+            MongoActivitySink(self.settings),
+            *self._driver_sinks().values(),
+            *alert_sinks(self.settings, str(self.detect_checkpoint)).values(),
+        ]:
             sink.reset()
         self.report("reset: checkpoint and stream state deleted")
 
@@ -180,11 +195,14 @@ class StreamJob:
             raise LearnTrackError(msg)
 
     def start(self, spark: Any) -> Any:
-        """Start the query (returns the StreamingQuery)."""
+        """Start the queries (returns the fan-out's StreamingQuery)."""
         self._refuse_orphan_state()
         ensure_indexes(self.settings)
         self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
         self._sinks = self._driver_sinks()
+        if self.settings.detect.enabled:
+            self._alert_sinks = alert_sinks(self.settings, str(self.detect_checkpoint))
+            self._sinks.update({f"alerts.{k}": v for k, v in self._alert_sinks.items()})
         for sink in self._sinks.values():
             self._retry(sink.name, sink.open)
         writer = (
@@ -193,14 +211,33 @@ class StreamJob:
             .option("checkpointLocation", str(self.checkpoint))
             .queryName("learntrack-stream")
         )
-        if self.available_now:
-            writer = writer.trigger(availableNow=True)
-        else:
-            writer = writer.trigger(
-                processingTime=f"{int(self.trigger_s * 1000)} milliseconds"
+        self._query = self._triggered(writer).start()
+        if self.settings.detect.enabled:
+            valid = (
+                self.source(spark)
+                .mapInArrow(make_parser(self.settings), parsed_schema())
+                .where("ok")
             )
-        self._query = writer.start()
+            detector = (
+                detect.alerts_stream(self.settings, valid)
+                .writeStream.foreachBatch(self.process_alerts)
+                .option("checkpointLocation", str(self.detect_checkpoint))
+                .outputMode("append")
+                .queryName("learntrack-detect")
+            )
+            self._detect_query = self._triggered(detector).start()
         return self._query
+
+    def _triggered(self, writer: Any) -> Any:
+        if self.available_now:
+            return writer.trigger(availableNow=True)
+        return writer.trigger(
+            processingTime=f"{int(self.trigger_s * 1000)} milliseconds"
+        )
+
+    def queries(self) -> list[Any]:
+        """The running queries (fan-out first)."""
+        return [q for q in (self._query, self._detect_query) if q is not None]
 
     def run(self, spark: Any) -> list[BatchReport]:
         """Run until done (available-now), stopped by a signal, or failed."""
@@ -209,21 +246,15 @@ class StreamJob:
             for sig in (signal.SIGINT, signal.SIGTERM)
         }
         try:
-            query = self.start(spark)
-            while query.isActive and not self._stop.is_set():
-                query.awaitTermination(0.5)
-            if self._stop.is_set() and query.isActive:
-                self.report("stopping after the current batch...")
-                # stop() cancels running jobs: let the batch in flight finish first.
-                deadline = time.monotonic() + 300
-                while (
-                    query.status.get("isTriggerActive") and time.monotonic() < deadline
-                ):
-                    time.sleep(0.2)
-                query.stop()
-            exc = query.exception()
-            if exc is not None:
-                raise LearnTrackError(f"streaming query failed: {exc}")
+            self.start(spark)
+            queries = self.queries()
+            self._wait(queries)
+            for query in queries:
+                _stop_gracefully(query)
+            for query in queries:
+                exc = query.exception()
+                if exc is not None:
+                    raise LearnTrackError(f"streaming query {query.name} failed: {exc}")
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -235,8 +266,31 @@ class StreamJob:
                 self._lag_reader = None
         return self.batches
 
+    def _wait(self, queries: list[Any]) -> None:
+        """Until a signal, a failed query, or (available-now) all have caught up."""
+        while not self._stop.wait(0.25):
+            if any(not q.isActive and q.exception() is not None for q in queries):
+                return
+            done = [not q.isActive for q in queries]
+            if all(done) or (any(done) and not self.available_now):
+                return
+        self.report("stopping after the current batch...")
+
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self._stop.set()
+
+    # -- one micro-batch of the detection query ------------------------------------
+    def process_alerts(self, df: Any, batch_id: int) -> None:
+        """Write a batch of alerts to every alert sink (driver; idempotent)."""
+        rows = df.collect()
+        if not rows:
+            return
+        now = dt.datetime.now(dt.UTC)
+        docs = [alert_doc(r, now) for r in rows]
+        for name, sink in self._alert_sinks.items():
+            self._retry(f"alerts.{name}", partial(sink.write_batch, batch_id, docs))
+        self.alerts_written += len(docs)
+        self.report(f"alerts batch {batch_id}: {len(docs):,} multi-region alerts")
 
     # -- one micro-batch ---------------------------------------------------------------
     def process_batch(self, df: Any, batch_id: int) -> None:
@@ -386,6 +440,19 @@ class StreamJob:
         except Exception:  # noqa: BLE001 - a metric must never fail a batch
             return {}
         return lag
+
+
+def _stop_gracefully(query: Any, timeout_s: float = 300) -> None:
+    """Stop ``query`` after its batch in flight (stop() cancels running jobs)."""
+    deadline = time.monotonic() + timeout_s
+    while (
+        query.isActive
+        and query.status.get("isTriggerActive")
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.2)
+    if query.isActive:
+        query.stop()
 
 
 def _first_copy_of_each_event(valid: Any) -> Any:

@@ -1,0 +1,310 @@
+"""Where multi-region alerts go: the alerts topic, MongoDB, Redis and the graph.
+
+Runs on the driver, in the detection query's ``foreachBatch`` (alerts are few). An
+alert is immutable and keyed by its deterministic ``alertId``, so every write is an
+upsert that a replayed batch repeats harmlessly:
+
+- ``learntrack.alerts`` (JSON, key = studentId): one Kafka transaction per batch with
+  a commit marker (:class:`learntrack.sinks.dlq.TransactionalTopicSink`);
+- MongoDB ``alerts``: ``_id`` = alertId, inserted once (``$setOnInsert``), so the
+  first ``detectedAt`` stays;
+- Redis: SETs of alert ids (``lt:alerts:all``, ``lt:alerts:student:<id>``,
+  ``lt:alerts:hour:<YYYYMMDDHH>`` by event time), counted with SCARD;
+- the graph: ``(:Alert)-[:CONCERNS]->(:Student)`` and ``(:Alert)-[:EVIDENCE]->
+  (:Activity)`` for both events, merged by id.
+
+The document shape (also the topic's JSON and the API's): ``{alertId, studentId,
+kind, regions: [a, b] (sorted), first: {eventId, timestamp, region}, second:
+{...}, gapSeconds, timestamp (= second.timestamp), ingestedAt, detectedAt}``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import orjson
+
+from learntrack.clients import graph_driver, mongo_client, redis_client
+from learntrack.errors import FatalSinkError, RetryableSinkError
+from learntrack.events import utc_iso
+from learntrack.sinks.base import Sink
+from learntrack.sinks.dlq import Record, TransactionalTopicSink
+
+ALERTS = "alerts"
+REDIS_PREFIX = "lt:alerts:"
+HOUR_KEY_DAYS = 30
+
+
+def _from_ms(ms: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+
+
+def alert_doc(row: Any, detected_at: dt.datetime) -> dict[str, Any]:
+    """The alert document for a detector output row."""
+    r = row.asDict() if hasattr(row, "asDict") else dict(row)
+    first = {
+        "eventId": r["firstEventId"],
+        "timestamp": _from_ms(r["firstMs"]),
+        "region": r["firstRegion"],
+    }
+    second = {
+        "eventId": r["secondEventId"],
+        "timestamp": _from_ms(r["secondMs"]),
+        "region": r["secondRegion"],
+    }
+    return {
+        "alertId": r["alertId"],
+        "studentId": r["studentId"],
+        "kind": r["kind"],
+        "regions": sorted({first["region"], second["region"]}),
+        "first": first,
+        "second": second,
+        "gapSeconds": (r["secondMs"] - r["firstMs"]) / 1000,
+        "timestamp": second["timestamp"],
+        "ingestedAt": _from_ms(r["ingestedMs"]),
+        "detectedAt": detected_at,
+    }
+
+
+def alert_json(doc: dict[str, Any]) -> bytes:
+    """The alert as JSON (times as ISO-8601 UTC)."""
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, dt.datetime):
+            return utc_iso(value)
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        return value
+
+    return orjson.dumps(convert(doc))
+
+
+class AlertTopicSink(TransactionalTopicSink):
+    """Alerts to ``learntrack.alerts``, exactly once per batch."""
+
+    name = "alerts.topic"
+
+    def topic(self) -> str:
+        """The alerts topic."""
+        return self.settings.topics.alerts
+
+    def records(self, batch_id: int, rows: Sequence[Any]) -> Iterator[Record]:
+        """Each alert as JSON, keyed by student."""
+        for doc in rows:
+            yield doc["studentId"].encode(), alert_json(doc), None
+
+
+class MongoAlertSink(Sink):
+    """Alerts into MongoDB ``alerts`` (inserted once per alertId)."""
+
+    name = "alerts.mongo"
+
+    def open(self) -> None:
+        """Connect and create the indexes the API reads with."""
+        from pymongo import ASCENDING, DESCENDING
+
+        self._client = mongo_client(self.settings)
+        coll = self._client[self.settings.mongo.database][ALERTS]
+        coll.create_index([("timestamp", DESCENDING)])
+        coll.create_index([("studentId", ASCENDING), ("timestamp", DESCENDING)])
+
+    def close(self) -> None:
+        """Disconnect."""
+        self._release("_client")
+
+    def ping(self) -> None:
+        """A server round-trip."""
+        self._client.admin.command("ping")
+
+    def write_batch(self, batch_id: int, rows: Sequence[Any]) -> int:
+        """Upsert the alerts; returns how many were new."""
+        from pymongo import UpdateOne
+        from pymongo.errors import AutoReconnect, PyMongoError
+
+        ops = [
+            UpdateOne(
+                {"_id": d["alertId"]},
+                {"$setOnInsert": {**d, "batch": batch_id}},
+                upsert=True,
+            )
+            for d in rows
+        ]
+        if not ops:
+            return 0
+        coll = self._client[self.settings.mongo.database][ALERTS]
+        try:
+            return int(coll.bulk_write(ops, ordered=False).upserted_count)
+        except AutoReconnect as err:
+            raise RetryableSinkError(f"alerts.mongo: {err}") from err
+        except PyMongoError as err:
+            raise FatalSinkError(f"alerts.mongo: {err}") from err
+
+    def reset(self) -> None:
+        """Drop the alerts collection."""
+        self.open()
+        try:
+            self._client[self.settings.mongo.database].drop_collection(ALERTS)
+        finally:
+            self.close()
+
+
+class RedisAlertSink(Sink):
+    """Alert ids in Redis sets: all, per student, per event-time hour."""
+
+    name = "alerts.redis"
+
+    def open(self) -> None:
+        """Connect."""
+        self._client = redis_client(self.settings)
+
+    def close(self) -> None:
+        """Disconnect."""
+        self._release("_client")
+
+    def ping(self) -> None:
+        """A server round-trip."""
+        self._client.ping()
+
+    def write_batch(self, batch_id: int, rows: Sequence[Any]) -> int:
+        """SADD every alert id (idempotent); returns how many rows were applied."""
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import RedisError
+        from redis.exceptions import TimeoutError as RedisTimeout
+
+        pipe = self._client.pipeline(transaction=True)
+        for d in rows:
+            hour = hour_key(d["timestamp"])
+            pipe.sadd(f"{REDIS_PREFIX}all", d["alertId"])
+            pipe.sadd(f"{REDIS_PREFIX}student:{d['studentId']}", d["alertId"])
+            pipe.sadd(hour, d["alertId"])
+            expire = d["timestamp"] + dt.timedelta(days=HOUR_KEY_DAYS)
+            pipe.expireat(hour, int(expire.timestamp()))
+        try:
+            pipe.execute()
+        except (RedisConnectionError, RedisTimeout) as err:
+            raise RetryableSinkError(f"alerts.redis: {err}") from err
+        except RedisError as err:
+            raise FatalSinkError(f"alerts.redis: {err}") from err
+        return len(rows)
+
+    def reset(self) -> None:
+        """Delete every alert key."""
+        self.open()
+        try:
+            keys = list(self._client.scan_iter(f"{REDIS_PREFIX}*", count=1000))
+            for i in range(0, len(keys), 500):
+                self._client.delete(*keys[i : i + 500])
+        finally:
+            self.close()
+
+
+def hour_key(at: dt.datetime) -> str:
+    """The Redis key counting the alerts of ``at``'s hour (UTC)."""
+    return f"{REDIS_PREFIX}hour:{at.astimezone(dt.UTC):%Y%m%d%H}"
+
+
+def alerts_per_hour(client: Any, hours: Sequence[dt.datetime]) -> dict[str, int]:
+    """Alert counts for the hours starting at ``hours`` (ISO hour -> count)."""
+    pipe = client.pipeline(transaction=False)
+    for h in hours:
+        pipe.scard(hour_key(h))
+    return {utc_iso(h): int(n) for h, n in zip(hours, pipe.execute(), strict=True)}
+
+
+UPSERT_ALERTS = """
+UNWIND $alerts AS al
+MERGE (s:Student {studentId: al.studentId})
+MERGE (x:Alert {alertId: al.alertId})
+ON CREATE SET x.kind = al.kind, x.regions = al.regions, x.timestamp = al.timestamp,
+              x.gapSeconds = al.gapSeconds, x.detectedAt = al.detectedAt
+MERGE (x)-[:CONCERNS]->(s)
+WITH x, s, al
+UNWIND al.evidence AS ev
+MERGE (a:Activity {eventId: ev.eventId})
+ON CREATE SET a.timestamp = ev.timestamp, a.region = ev.region
+MERGE (s)-[:PERFORMED]->(a)
+MERGE (x)-[:EVIDENCE]->(a)
+WITH a, ev
+MERGE (r:Region {code: ev.region})
+MERGE (a)-[:IN_REGION]->(r)
+RETURN count(DISTINCT a) AS linked
+"""
+
+
+class GraphAlertSink(Sink):
+    """Alerts in the graph, linked to the student and both evidence activities."""
+
+    name = "alerts.graph"
+
+    def open(self) -> None:
+        """Connect; make sure Alert ids are unique."""
+        self._driver = graph_driver(self.settings)
+        self._session_run(
+            "CREATE CONSTRAINT alert_id IF NOT EXISTS "
+            "FOR (x:Alert) REQUIRE x.alertId IS UNIQUE"
+        )
+
+    def close(self) -> None:
+        """Disconnect."""
+        self._release("_driver")
+
+    def ping(self) -> None:
+        """A Cypher round-trip."""
+        self._session_run("RETURN 1")
+
+    def _session_run(self, query: str, **params: Any) -> None:
+        from neo4j.exceptions import ServiceUnavailable, SessionExpired, TransientError
+
+        try:
+            with self._driver.session(database=self.settings.graph.database) as s:
+                s.run(query, **params).consume()
+        except (ServiceUnavailable, SessionExpired, TransientError, OSError) as err:
+            raise RetryableSinkError(f"alerts.graph: {err}") from err
+        except Exception as err:
+            raise FatalSinkError(f"alerts.graph: {type(err).__name__}: {err}") from err
+
+    def write_batch(self, batch_id: int, rows: Sequence[Any]) -> int:
+        """Merge the alerts and their evidence (idempotent)."""
+        alerts = [
+            {
+                "alertId": d["alertId"],
+                "studentId": d["studentId"],
+                "kind": d["kind"],
+                "regions": d["regions"],
+                "timestamp": utc_iso(d["timestamp"]),
+                "gapSeconds": d["gapSeconds"],
+                "detectedAt": utc_iso(d["detectedAt"]),
+                "evidence": [
+                    {
+                        "eventId": d[k]["eventId"],
+                        "timestamp": utc_iso(d[k]["timestamp"]),
+                        "region": d[k]["region"],
+                    }
+                    for k in ("first", "second")
+                ],
+            }
+            for d in rows
+        ]
+        for i in range(0, len(alerts), 200):
+            self._session_run(UPSERT_ALERTS, alerts=alerts[i : i + 200])
+        return len(alerts)
+
+    def reset(self) -> None:
+        """Delete every Alert node."""
+        self.open()
+        try:
+            self._session_run("MATCH (x:Alert) DETACH DELETE x")
+        finally:
+            self.close()
+
+
+def alert_sinks(settings: Any, writer_id: str) -> dict[str, Sink]:
+    """Every alert sink by name, in write order (the topic, the announcement, last)."""
+    return {
+        "mongo": MongoAlertSink(settings),
+        "redis": RedisAlertSink(settings),
+        "graph": GraphAlertSink(settings),
+        "topic": AlertTopicSink(settings, writer_id=writer_id),
+    }
