@@ -1,0 +1,490 @@
+"""The query service's one service layer, shared by the HTTP app and the CLI.
+
+:class:`QueryService` holds the store clients (MongoDB, Redis, lazily Cassandra and
+the Kafka producer) for the life of the API process, or of one CLI command, and
+answers every operation with the models of :mod:`learntrack.api.models`, so the
+API and the terminal give the same answers. Runs in the API process (its methods
+are called from FastAPI's worker threads: every client here is thread-safe) and in
+the terminal.
+
+Every id is checked against the event contract's identifier pattern and passed to
+the stores as a value (a MongoDB filter value, a Redis key argument, a CQL bind
+parameter), never spliced into a query.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from pydantic import ValidationError
+
+from learntrack.api.models import (
+    Activity,
+    ActivityList,
+    Alert,
+    AlertList,
+    CourseDay,
+    CourseEngagement,
+    Engagement,
+    EventError,
+    Health,
+    Leaderboard,
+    LeaderboardEntry,
+    PublishResult,
+    RecentCounts,
+    StoreHealth,
+    Student,
+    StudentPatch,
+)
+from learntrack.clients import mongo_client, redis_client
+from learntrack.config import Settings
+from learntrack.errors import LearnTrackError, SinkError
+from learntrack.events import ID_PATTERN, ActivityEvent, describe_error
+from learntrack.scoring import score_at
+from learntrack.sinks.base import SinkStatus
+from learntrack.sinks.redis import PREFIX, recent_counts
+
+ACTIVITIES = "activities"
+STUDENTS = "students"
+ALERTS = "alerts"
+MAX_LATEST = 100
+MAX_LEADERBOARD = 100
+MAX_ALERTS = 500
+MAX_COURSE_DAYS = 366
+_ID = re.compile(ID_PATTERN)
+
+
+class QueryError(LearnTrackError):
+    """A query the service cannot answer (base of the API's own errors)."""
+
+
+class NotFoundError(QueryError):
+    """The student (or other thing asked for) does not exist (HTTP 404, CLI exit 1)."""
+
+
+class InvalidQueryError(QueryError, ValueError):
+    """A parameter is invalid (HTTP 422, CLI exit 2); ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        """Name the invalid ``field`` and say why."""
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.reason = message
+
+
+class UnavailableError(QueryError):
+    """A store or component needed for the answer is down or missing (HTTP 503)."""
+
+
+def check_id(value: str, field: str) -> str:
+    """Return ``value`` if it is a valid identifier, else raise InvalidQueryError."""
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        msg = "must be 1-64 letters, digits or _ . : @ -"
+        raise InvalidQueryError(field, msg)
+    return value
+
+
+def check_limit(value: int, field: str, maximum: int) -> int:
+    """Return ``value`` if 1 <= value <= maximum, else raise InvalidQueryError."""
+    if not 1 <= value <= maximum:
+        raise InvalidQueryError(field, f"must be between 1 and {maximum}")
+    return value
+
+
+def utc_now() -> dt.datetime:
+    """The current time, UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+def to_utc(value: dt.datetime, field: str) -> dt.datetime:
+    """``value`` in UTC (naive: taken as UTC); InvalidQueryError if out of range."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:
+        raise InvalidQueryError(field, "is out of range") from None
+
+
+class QueryService:
+    """Answers the query service's operations from the stores.
+
+    Build one per process (the API) or per command (the CLI) and :meth:`close` it.
+    Connections open lazily, so building it never fails on a store that is down.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        """Keep the settings; clients open on first use."""
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._publish_lock = threading.Lock()
+        self._mongo: Any = None
+        self._redis: Any = None
+        self._producer: Any = None
+        self._cassandra: tuple[Any, Any] | None = None
+
+    # -- clients --------------------------------------------------------------
+    @property
+    def db(self) -> Any:
+        """The LearnTrack MongoDB database (client opened on first use)."""
+        with self._lock:
+            if self._mongo is None:
+                self._mongo = mongo_client(self.settings)
+            return self._mongo[self.settings.mongo.database]
+
+    @property
+    def redis(self) -> Any:
+        """The Redis client (opened on first use)."""
+        with self._lock:
+            if self._redis is None:
+                self._redis = redis_client(self.settings)
+            return self._redis
+
+    def _producer_instance(self) -> Any:
+        from learntrack.producers import ActivityProducer
+
+        with self._lock:
+            if self._producer is None:
+                self._producer = ActivityProducer(self.settings)
+            return self._producer
+
+    def _cassandra_session(self) -> Any:
+        """A driver session kept for the service's life (connected on first use)."""
+        from learntrack.clients import cassandra_session
+
+        with self._lock:
+            if self._cassandra is None:
+                try:
+                    self._cassandra = cassandra_session(self.settings)
+                except Exception as err:
+                    msg = f"cassandra: {type(err).__name__}: {err}"
+                    raise UnavailableError(" ".join(msg.split())[:300]) from err
+            return self._cassandra[1]
+
+    def close(self) -> None:
+        """Flush the producer and close every client (idempotent)."""
+        with self._lock:
+            producer, self._producer = self._producer, None
+            mongo, self._mongo = self._mongo, None
+            redis, self._redis = self._redis, None
+            cassandra, self._cassandra = self._cassandra, None
+        try:
+            if producer is not None:
+                producer.close(timeout=10)
+        finally:
+            if mongo is not None:
+                mongo.close()
+            if redis is not None:
+                redis.close()
+            if cassandra is not None:
+                cassandra[0].shutdown()
+
+    def __enter__(self) -> QueryService:
+        """Use as ``with QueryService(settings) as service:``."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Close on exit."""
+        self.close()
+
+    # -- students -------------------------------------------------------------
+    def _has_activity(self, student_id: str) -> bool:
+        return (
+            self.db[ACTIVITIES].find_one({"studentId": student_id}, {"_id": 1})
+            is not None
+        )
+
+    def _require_student(self, student_id: str) -> dict[str, Any] | None:
+        """The student's document; NotFoundError if no profile and no activity."""
+        doc: dict[str, Any] | None = self.db[STUDENTS].find_one(
+            {"studentId": student_id}, {"_id": 0}
+        )
+        if doc is None and not self._has_activity(student_id):
+            msg = f"unknown student {student_id!r}"
+            raise NotFoundError(msg)
+        return doc
+
+    def student(self, student_id: str) -> Student:
+        """A student's profile and activity summary."""
+        check_id(student_id, "studentId")
+        doc = self._require_student(student_id)
+        return _student(doc or {"studentId": student_id})
+
+    def update_student(self, student_id: str, patch: StudentPatch) -> Student:
+        """Set the given profile fields and ``lastUpdated``; never ``activity``."""
+        from pymongo import ReturnDocument
+
+        check_id(student_id, "studentId")
+        self._require_student(student_id)
+        changes = {**patch.changes(), "lastUpdated": utc_now()}
+        # Upsert: a student known only from the activity log gets a document
+        # (studentId is unique, so this cannot create a second one).
+        doc = self.db[STUDENTS].find_one_and_update(
+            {"studentId": student_id},
+            {"$set": changes},
+            projection={"_id": 0},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        return _student(doc)
+
+    def latest_activities(self, student_id: str, limit: int = 20) -> ActivityList:
+        """A student's ``limit`` latest activities, newest first (event time)."""
+        from pymongo import DESCENDING
+
+        check_id(student_id, "studentId")
+        check_limit(limit, "limit", MAX_LATEST)
+        cursor = (
+            self.db[ACTIVITIES]
+            .find({"studentId": student_id})
+            .sort([("timestamp", DESCENDING)])
+            .limit(limit)
+        )
+        activities = [_activity(doc) for doc in cursor]
+        if not activities:
+            self._require_student(student_id)
+        return ActivityList(studentId=student_id, activities=activities)
+
+    # -- engagement -----------------------------------------------------------
+    def engagement(
+        self, student_id: str, as_of: dt.datetime | None = None
+    ) -> Engagement:
+        """Score decayed to ``as_of`` (default now), rank, courses, recent counts."""
+        check_id(student_id, "studentId")
+        now = to_utc(as_of, "asOf") if as_of else utc_now()
+        half_life = self.settings.scoring.half_life_s
+        r = self.redis
+        pipe = r.pipeline(transaction=False)
+        pipe.zscore(f"{PREFIX}lb:global", student_id)
+        pipe.zrevrank(f"{PREFIX}lb:global", student_id)
+        pipe.hget(f"{PREFIX}student:{student_id}", "total")
+        pipe.scard(f"{PREFIX}alerts:student:{student_id}")
+        anchor, rank, total, alerts = pipe.execute()
+        if anchor is None:
+            self._require_student(student_id)
+        courses = sorted(
+            self.db[ACTIVITIES].distinct("courseId", {"studentId": student_id})
+        )
+        course_scores: dict[str, float] = {}
+        if courses:
+            pipe = r.pipeline(transaction=False)
+            for course in courses:
+                pipe.zscore(f"{PREFIX}lb:course:{course}", student_id)
+            for course, value in zip(courses, pipe.execute(), strict=True):
+                if value is not None:
+                    course_scores[course] = score_at(float(value), now, half_life)
+        return Engagement(
+            studentId=student_id,
+            asOf=now,
+            score=0.0 if anchor is None else score_at(float(anchor), now, half_life),
+            rank=None if rank is None else int(rank) + 1,
+            courses=course_scores,
+            recent=RecentCounts(**recent_counts(r, student_id, now)),
+            totalEvents=int(total or 0),
+            alerts=int(alerts or 0),
+        )
+
+    def leaderboard(
+        self,
+        course: str | None = None,
+        limit: int = 10,
+        as_of: dt.datetime | None = None,
+    ) -> Leaderboard:
+        """The ``limit`` most engaged students (globally or in ``course``)."""
+        if course is not None:
+            check_id(course, "course")
+        check_limit(limit, "limit", MAX_LEADERBOARD)
+        now = to_utc(as_of, "asOf") if as_of else utc_now()
+        key = f"{PREFIX}lb:course:{course}" if course else f"{PREFIX}lb:global"
+        top = self.redis.zrevrange(key, 0, limit - 1, withscores=True)
+        ids = [raw.decode() for raw, _ in top]
+        names = {
+            d["studentId"]: d.get("name")
+            for d in self.db[STUDENTS].find(
+                {"studentId": {"$in": ids}}, {"_id": 0, "studentId": 1, "name": 1}
+            )
+        }
+        half_life = self.settings.scoring.half_life_s
+        entries = [
+            LeaderboardEntry(
+                rank=i,
+                studentId=sid,
+                name=names.get(sid) if isinstance(names.get(sid), str) else None,
+                score=score_at(float(anchor), now, half_life),
+            )
+            for i, (sid, (_, anchor)) in enumerate(zip(ids, top, strict=True), 1)
+        ]
+        return Leaderboard(course=course, asOf=now, entries=entries)
+
+    # -- alerts ---------------------------------------------------------------
+    def alerts(
+        self,
+        since: dt.datetime | None = None,
+        student: str | None = None,
+        limit: int = 50,
+    ) -> AlertList:
+        """Alerts (newest first by event time), optionally since a time / of one."""
+        from pymongo import DESCENDING
+
+        check_limit(limit, "limit", MAX_ALERTS)
+        query: dict[str, Any] = {}
+        if student is not None:
+            query["studentId"] = check_id(student, "student")
+        if since is not None:
+            query["timestamp"] = {"$gte": to_utc(since, "since")}
+        cursor = (
+            self.db[ALERTS]
+            .find(query)
+            .sort([("timestamp", DESCENDING), ("_id", DESCENDING)])
+            .limit(limit)
+        )
+        return AlertList(alerts=[Alert.model_validate(doc) for doc in cursor])
+
+    # -- courses --------------------------------------------------------------
+    def course_engagement(
+        self,
+        course_id: str,
+        date_from: dt.date | None = None,
+        date_to: dt.date | None = None,
+    ) -> CourseEngagement:
+        """Daily engagement of a course in [date_from, date_to], newest first.
+
+        ``date_to`` defaults to today (UTC), ``date_from`` to six days before it; the
+        range may cover at most 366 days.
+        """
+        check_id(course_id, "courseId")
+        date_to = date_to or utc_now().date()
+        if date_from is None:
+            try:
+                date_from = date_to - dt.timedelta(days=6)
+            except OverflowError:
+                raise InvalidQueryError("to", "is too early") from None
+        if date_from > date_to:
+            raise InvalidQueryError("from", "must not be after to")
+        if (date_to - date_from).days + 1 > MAX_COURSE_DAYS:
+            msg = f"the range covers more than {MAX_COURSE_DAYS} days"
+            raise InvalidQueryError("from", msg)
+        try:
+            from learntrack.sinks.cassandra import read_course_engagement
+        except ImportError as err:
+            msg = f"course engagement is not available: {err}"
+            raise UnavailableError(msg) from err
+        try:
+            rows = read_course_engagement(
+                self._cassandra_session(),
+                course_id,
+                date_from,
+                date_to,
+                keyspace=self.settings.cassandra.keyspace,
+            )
+        except SinkError as err:
+            raise UnavailableError(str(err)) from err
+        return CourseEngagement(
+            courseId=course_id,
+            dateFrom=date_from,
+            dateTo=date_to,
+            days=[CourseDay.model_validate(row) for row in rows],
+        )
+
+    # -- writes ---------------------------------------------------------------
+    def publish(self, events: Sequence[Any]) -> PublishResult:
+        """Validate each event; publish the valid ones to Kafka and wait for acks.
+
+        Invalid events are reported by index and never published. Raises
+        :class:`UnavailableError` when Kafka does not acknowledge every valid event
+        (the caller may resend: events carrying their eventId are deduplicated
+        downstream). Requests are published one at a time, so a request's delivery
+        failures are its own.
+        """
+        from learntrack.producers.sdk import ProducerError
+
+        context = self.settings.event_context()
+        valid: list[ActivityEvent] = []
+        errors: list[EventError] = []
+        for index, item in enumerate(events):
+            if not isinstance(item, dict):
+                errors.append(EventError(index=index, reason="not a JSON object"))
+                continue
+            try:
+                valid.append(ActivityEvent.model_validate(item, context=context))
+            except ValidationError as err:
+                errors.append(EventError(index=index, reason=describe_error(err)))
+        if valid:
+            producer = self._producer_instance()
+            with self._publish_lock:
+                try:
+                    for event in valid:
+                        producer.send_serialized(event.studentId, event.to_json())
+                    producer.flush(self.settings.producer.delivery_timeout_ms / 1000)
+                except ProducerError as err:
+                    msg = f"kafka did not take the events: {err}"
+                    raise UnavailableError(msg) from err
+        return PublishResult(accepted=len(valid), rejected=len(errors), errors=errors)
+
+    # -- health ---------------------------------------------------------------
+    def health(self) -> Health:
+        """Every store's status from its sink's probe (run in parallel)."""
+        probes = [
+            _sink_probe("mongo", "learntrack.sinks.mongo", "MongoActivitySink"),
+            _sink_probe("redis", "learntrack.sinks.redis", "RedisScoreSink"),
+            _sink_probe("graph", "learntrack.sinks.graph", "GraphSink"),
+            _sink_probe(
+                "cassandra", "learntrack.sinks.cassandra", "CassandraEngagementSink"
+            ),
+            _kafka_probe,
+        ]
+        with ThreadPoolExecutor(max_workers=len(probes)) as pool:
+            results = list(pool.map(lambda probe: probe(self.settings), probes))
+        stores = [
+            StoreHealth(name=s.name, healthy=s.healthy, detail=s.detail)
+            for s in results
+        ]
+        healthy = all(s.healthy for s in stores)
+        return Health(status="ok" if healthy else "degraded", stores=stores)
+
+
+def _sink_probe(store: str, module: str, cls: str) -> Any:
+    """A probe calling ``status()`` of sink ``module.cls``, reported as ``store``."""
+
+    def probe(settings: Settings) -> SinkStatus:
+        import importlib
+
+        try:
+            sink = getattr(importlib.import_module(module), cls)(settings)
+        except (ImportError, AttributeError) as err:
+            return SinkStatus(store, False, f"no sink: {err}")
+        status: SinkStatus = sink.status()
+        return SinkStatus(store, status.healthy, status.detail)
+
+    return probe
+
+
+def _kafka_probe(settings: Settings) -> SinkStatus:
+    """The broker answers a metadata request and has the activity topic."""
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        admin = AdminClient(settings.kafka.client_config())
+        topics = admin.list_topics(timeout=5).topics
+    except Exception as err:  # noqa: BLE001 - reported, not raised
+        return SinkStatus("kafka", False, f"{type(err).__name__}: {err}"[:200])
+    if settings.topics.activity not in topics:
+        detail = f"topic {settings.topics.activity} does not exist"
+        return SinkStatus("kafka", False, detail)
+    return SinkStatus("kafka", True)
+
+
+def _student(doc: dict[str, Any]) -> Student:
+    data = {k: v for k, v in doc.items() if k in Student.model_fields}
+    return Student.model_validate(data)
+
+
+def _activity(doc: dict[str, Any]) -> Activity:
+    data = {k: v for k, v in doc.items() if k in Activity.model_fields}
+    data["eventId"] = str(doc.get("eventId", doc.get("_id")))
+    return Activity.model_validate(data)
