@@ -29,6 +29,7 @@ PYPROJECT = ROOT / "pyproject.toml"
 
 STORES = ("kafka", "mongo", "redis", "neo4j", "cassandra")
 APP_SERVICES = ("learntrack-stream", "learntrack-api")
+API_KEYS = ("LEARNTRACK_API__READ_KEY", "LEARNTRACK_API__WRITE_KEY")
 EXPECTED_SERVICES = {
     *STORES,
     "spark-master",
@@ -210,6 +211,24 @@ def test_app_services_build_the_project_image() -> None:
     assert compose["learntrack-api"]["command"][:3] == ["api", "--host", "0.0.0.0"]  # noqa: S104
 
 
+def test_api_service_listens_where_it_is_published(defaults: Settings) -> None:
+    api = services(load_compose())["learntrack-api"]
+    command = api["command"]
+    # `learntrack api` serves on settings.api.port unless --port says otherwise.
+    port = int(command[command.index("--port") + 1]) if "--port" in command else None
+    assert (port or defaults.api.port) == defaults.api.port
+    assert published(api) == [(LOCALHOST, defaults.api.port, defaults.api.port)]
+    probe = " ".join(api["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{defaults.api.port}/" in probe
+    assert set(API_KEYS) <= set(GENERATED)
+    assert interpolated(environment(api)) == {
+        *API_KEYS,
+        "LEARNTRACK_MONGO__PASSWORD",
+        "LEARNTRACK_REDIS__PASSWORD",
+        "LEARNTRACK_GRAPH__PASSWORD",
+    }
+
+
 def test_stores_start_without_a_profile_and_gate_the_app() -> None:
     compose = services(load_compose())
     for name in STORES:
@@ -283,6 +302,7 @@ def test_published_ports_are_the_settings_defaults(defaults: Settings) -> None:
         "cassandra": [defaults.cassandra.port],
         "spark-master": [defaults.spark.master_port, defaults.spark.master_webui_port],
         "spark-worker": [defaults.spark.worker_webui_port],
+        "learntrack-api": [defaults.api.port],
     }
     compose = services(load_compose())
     for name, ports in expected.items():
@@ -419,6 +439,10 @@ def test_app_environment_builds_the_intended_settings(
     assert settings.cassandra.protocol_version == 5  # noqa: PLR2004
     for variable in GENERATED:
         value = settings_field(settings, variable)
+        if variable in API_KEYS and name != "learntrack-api":
+            # Least privilege: only the query service holds the API keys.
+            assert value is None, f"{name} must not get {variable}"
+            continue
         assert value is not None, f"{name} does not pass {variable}"
         assert value.get_secret_value() == f"secret-{variable}"
     uri = settings.mongo.connection_uri()
