@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import os
 import signal
 import socket
@@ -23,9 +24,11 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import hypothesis
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import strategies as st
 
 from learntrack.api.app import create_app
 from learntrack.cli import main
@@ -774,6 +777,53 @@ def test_openapi_declares_every_operation(client: TestClient) -> None:
         "title": "Progress",
     }
     assert client.get("/docs").status_code == 200
+
+
+NASTY = [
+    "0001-01-01", "9999-12-31", "0001-01-01T00:00:00+23:59",
+    "9999-12-31T23:59:59-23:59",
+    "2026-02-29", "1e309", "nan", "-1", "0", "99999999999999999999", "", " ", "\x00",
+    "$gt", "{\"$ne\": 1}", "a.b", "../..", "é", "S1",
+]  # fmt: skip
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+_text = st.one_of(st.text(max_size=80), st.sampled_from(NASTY))
+
+
+@hypothesis.settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture],
+)
+@hypothesis.given(a=_text, b=_text, which=st.integers(0, 7), body=_json)
+def test_no_input_gives_a_server_error(  # noqa: PLR0917 - fixtures + examples
+    client: TestClient, cfg: Settings, topic: str, a: str, b: str, which: int, body: Any
+) -> None:
+    s = qa = quote(a, safe="")
+    qb = quote(b, safe="")
+    method, path = [
+        ("GET", f"/students/{s}"),
+        ("GET", f"/students/{s}/activities?limit={qb}"),
+        ("GET", f"/students/{s}/engagement"),
+        ("GET", f"/leaderboard?course={qa}&limit={qb}"),
+        ("GET", f"/alerts?since={qa}&student={qb}&limit={qb}"),
+        ("GET", f"/courses/{s}/engagement?from={qa}&to={qb}"),
+        ("PATCH", f"/students/{s}"),
+        ("POST", "/activities"),
+    ][which]
+    response = client.request(
+        method,
+        path,
+        content=json.dumps(body).encode() if method != "GET" else None,
+        headers={**write_headers(cfg), "Content-Type": "application/json"},
+    )
+    assert response.status_code < 500, (method, path, body, response.text)
 
 
 # -- CLI ----------------------------------------------------------------------
