@@ -193,15 +193,10 @@ def query_course(
     if not rows:
         console.print(f"no daily engagement for {course} from {first} to {last}")
         return
-    table = Table(
-        "date",
-        "events",
-        "active students",
-        "quiz attempts",
-        "events/student",
-        "actions",
-        title=f"{course}: {first} to {last}",
-    )
+    table = Table(title=f"{course}: {first} to {last}")
+    for header in ("date", "events", "active", "quizzes", "per student"):
+        table.add_column(header, justify="left" if header == "date" else "right")
+    table.add_column("actions", no_wrap=True)
     for r in rows:
         acts = sorted(r["actions"].items(), key=lambda kv: (-kv[1], kv[0]))
         table.add_row(
@@ -210,6 +205,7 @@ def query_course(
             f"{r['activeStudents']:,}",
             f"{r['quizAttempts']:,}",
             f"{r['eventsPerStudent']:.2f}",
-            ", ".join(f"{a} {n}" for a, n in acts),
+            "\n".join(f"{a} {n:,}" for a, n in acts),
+            end_section=True,
         )
     console.print(table)

@@ -163,18 +163,17 @@ def aggregate(spark: Any, lake: Path, days: list[dt.date]) -> list[CourseDay]:
         .dropDuplicates(["eventId"])
     )
     keys = ["courseId", "day"]
-    totals = events.groupBy(*keys).agg(
-        F.count(F.lit(1)).alias("count"),
-        F.countDistinct("studentId").alias("active"),
+    # Two levels, no join: per action (count, its students), then per course-day.
+    per_action = events.groupBy(*keys, "action").agg(
+        F.count(F.lit(1)).alias("n"), F.collect_set("studentId").alias("students")
     )
-    actions = (
-        events.groupBy(*keys, "action")
-        .agg(F.count(F.lit(1)).alias("n"))
-        .groupBy(*keys)
-        .agg(F.map_from_entries(F.collect_list(F.struct("action", "n"))).alias("acts"))
+    per_day = per_action.groupBy(*keys).agg(
+        F.sum("n").alias("count"),
+        F.size(F.array_distinct(F.flatten(F.collect_list("students")))).alias("active"),
+        F.map_from_entries(F.collect_list(F.struct("action", "n"))).alias("acts"),
     )
     rows = []
-    for r in totals.join(actions, keys).toLocalIterator():
+    for r in per_day.collect():  # one row per course and day: small
         acts = {str(a): int(n) for a, n in r["acts"].items()}
         count, active = int(r["count"]), int(r["active"])
         rows.append(
