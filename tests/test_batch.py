@@ -291,7 +291,11 @@ def test_sink_status_names_the_server_and_reports_a_dead_one(
 def test_range_reads_are_newest_first_and_bounded(private: Settings) -> None:
     first = dt.date(2024, 2, 27)
     days = [first + dt.timedelta(days=i) for i in range(6)]  # across Feb 29
+    ks = private.cassandra.keyspace
+    # A caller's session (the API keeps one open), opened before the batch ever ran.
+    cluster, session = cassandra_session(private)
     assert read_course_engagement(private, "A", days[0], days[-1]) == []  # no schema
+    assert read_course_engagement(session, "A", days[0], days[-1], keyspace=ks) == []
     rows = [
         CourseDay(course, d, 10 + i, 2, i, (10 + i) / 2, {"page_view": 10, "x": i})
         for i, d in enumerate(days)
@@ -317,8 +321,19 @@ def test_range_reads_are_newest_first_and_bounded(private: Settings) -> None:
     assert read_course_engagement(private, "C", days[0], days[-1]) == []
     after = days[-1] + dt.timedelta(days=1)
     assert read_course_engagement(private, "A", after, after + dt.timedelta(9)) == []
-    # A caller's session (the API keeps one open) reads the same rows.
-    cluster, session = cassandra_session(private, private.cassandra.keyspace)
+    # The early session sees the table now, and reads the same rows.
+    try:
+        assert (
+            read_course_engagement(session, "A", days[1], days[3], keyspace=ks) == got
+        )
+        assert read_course_engagement(session, "B", days[5], days[5], keyspace=ks) == (
+            one_day
+        )
+        with pytest.raises(ValueError, match="keyspace"):
+            read_course_engagement(session, "A", days[1], days[3])
+    finally:
+        cluster.shutdown()
+    cluster, session = cassandra_session(private, ks)  # connected to the keyspace
     try:
         assert read_course_engagement(session, "A", days[1], days[3]) == got
     finally:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -504,15 +505,35 @@ def read_course_engagement(
     return _read(source, ks, course_id, date_from, date_to)
 
 
+#: Per open session (the API keeps one): keyspace -> (dialect, prepared range read),
+#: so a read is one round-trip once the first one found the table.
+_PREPARED: weakref.WeakKeyDictionary[Any, dict[str, tuple[Dialect, Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _range_statement(session: Any, keyspace: str) -> tuple[Dialect, Any] | None:
+    """The dialect and prepared range read; None while the table does not exist."""
+    cached = _PREPARED.get(session, {}).get(keyspace)
+    if cached is not None:
+        return cached
+    _version, dialect = server_dialect(session)
+    tables = _existing_tables(session, keyspace, dialect)
+    if tables is None or ENGAGEMENT_TABLE not in tables:
+        return None  # not cached: the batch may create it any time
+    prepared = (dialect, session.prepare(statements_cql(keyspace)["range"]))
+    _PREPARED.setdefault(session, {})[keyspace] = prepared
+    return prepared
+
+
 def _read(
     session: Any, keyspace: str, course_id: str, date_from: dt.date, date_to: dt.date
 ) -> list[dict[str, Any]]:
-    _version, dialect = server_dialect(session)
     with _errors(f"read {course_id}"):
-        tables = _existing_tables(session, keyspace, dialect)
-        if tables is None or ENGAGEMENT_TABLE not in tables:
+        found = _range_statement(session, keyspace)
+        if found is None:
             return []
-        statement = session.prepare(statements_cql(keyspace)["range"])
+        dialect, statement = found
         result = session.execute(
             statement,
             (course_id, day_value(date_from, dialect), day_value(date_to, dialect)),
