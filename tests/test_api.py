@@ -370,6 +370,24 @@ def test_patch_of_unknown_student_is_404_and_writes_nothing(
     assert garbled.status_code == 422
 
 
+def test_student_known_only_from_the_activity_log(
+    client: TestClient, cfg: Settings, prefix: str
+) -> None:
+    sid = f"{prefix}-s1"
+    with MongoActivitySink(cfg) as sink:
+        sink.write_batch(next(_batches), [event(sid, "C1", NOW)])
+    shown = client.get(f"/students/{sid}", headers=read_headers(cfg))
+    assert shown.status_code == 200
+    assert shown.json()["name"] is None
+    patched = client.patch(
+        f"/students/{sid}", json={"name": "Late Profile"}, headers=write_headers(cfg)
+    )
+    assert patched.status_code == 200
+    with mongo_client(cfg) as mongo:
+        docs = list(mongo[prefix]["students"].find({"studentId": sid}, {"_id": 0}))
+    assert [(d["studentId"], d["name"]) for d in docs] == [(sid, "Late Profile")]
+
+
 # -- engagement and leaderboards --------------------------------------------------
 def test_engagement_agrees_with_redis(
     client: TestClient, cfg: Settings, prefix: str

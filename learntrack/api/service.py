@@ -15,6 +15,7 @@ parameter), never spliced into a query.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 import threading
 from collections.abc import Sequence
@@ -48,6 +49,8 @@ from learntrack.events import ID_PATTERN, ActivityEvent, describe_error
 from learntrack.scoring import score_at
 from learntrack.sinks.base import SinkStatus
 from learntrack.sinks.redis import PREFIX, recent_counts
+
+log = logging.getLogger(__name__)
 
 ACTIVITIES = "activities"
 STUDENTS = "students"
@@ -176,6 +179,9 @@ class QueryService:
         try:
             if producer is not None:
                 producer.close(timeout=10)
+        except LearnTrackError:
+            # Requests already answered 503 for what was not delivered.
+            log.exception("closing the API's producer")
         finally:
             if mongo is not None:
                 mongo.close()
@@ -221,16 +227,25 @@ class QueryService:
 
         check_id(student_id, "studentId")
         self._require_student(student_id)
+        from pymongo.errors import DuplicateKeyError
+
         changes = {**patch.changes(), "lastUpdated": utc_now()}
         # Upsert: a student known only from the activity log gets a document
-        # (studentId is unique, so this cannot create a second one).
-        doc = self.db[STUDENTS].find_one_and_update(
-            {"studentId": student_id},
-            {"$set": changes},
-            projection={"_id": 0},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )
+        # (studentId is unique, so this cannot create a second one). If the
+        # stream created it meanwhile, the second attempt updates that one.
+        for attempt in (1, 2):
+            try:
+                doc = self.db[STUDENTS].find_one_and_update(
+                    {"studentId": student_id},
+                    {"$set": changes},
+                    projection={"_id": 0},
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                )
+                break
+            except DuplicateKeyError:
+                if attempt == 2:  # noqa: PLR2004
+                    raise
         return _student(doc)
 
     def latest_activities(self, student_id: str, limit: int = 20) -> ActivityList:
