@@ -271,12 +271,26 @@ def test_legacy_schema_on_the_server_is_the_rendered_one(
         cluster.shutdown()
 
 
-def test_sink_status_names_the_server_and_reports_a_dead_one(
+DAY1 = dt.date(2025, 1, 2)
+
+
+def test_sink_status_reset_and_a_dead_server(
     private: Settings,
 ) -> None:
-    status = CassandraEngagementSink(private).status()
+    sink = CassandraEngagementSink(private)
+    sink.reset()  # nothing to empty yet: creates nothing
+    status = sink.status()
     assert status.healthy
     assert status.detail == "Cassandra 1.2.0 (legacy dialect)"
+    assert read_course_engagement(private, "A", dt.date(2025, 1, 1), DAY1) == []
+    with sink:
+        sink.ping()
+        sink.write_batch(0, [CourseDay("A", DAY1, 3, 2, 1, 1.5, {"quiz_attempt": 1})])
+    assert len(read_course_engagement(private, "A", DAY1, DAY1)) == 1
+    sink.reset()
+    assert read_course_engagement(private, "A", DAY1, DAY1) == []
+    with sink:
+        assert sink.courses_on(DAY1) == set()
     dead = private.model_copy(
         update={"cassandra": private.cassandra.model_copy(update={"port": 1})}
     )

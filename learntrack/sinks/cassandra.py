@@ -425,13 +425,15 @@ class CassandraEngagementSink(Sink):
         return written, len(stale)
 
     def reset(self) -> None:
-        """Empty both tables (the schema stays). Destructive."""
+        """Empty both tables if they exist (the schema stays). Destructive."""
         self.open()
         try:
-            self.ensure_schema()
+            session = self._require()
             with _errors("truncate"):
+                existing = _existing_tables(session, self.keyspace, self._dialect())
                 for table in TABLES:
-                    self._require().execute(f"TRUNCATE {self.keyspace}.{table.name}")
+                    if existing is not None and table.name in existing:
+                        session.execute(f"TRUNCATE {self.keyspace}.{table.name}")
         finally:
             self.close()
 
