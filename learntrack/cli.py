@@ -48,6 +48,8 @@ query_app = typer.Typer(
     help="Ask the stores what apps, teachers and analysts ask.", no_args_is_help=True
 )
 app.add_typer(query_app, name="query")
+eval_app = typer.Typer(help="Measure results against a generator truth file.")
+app.add_typer(eval_app, name="eval")
 # Commands that live next to the stage they drive (batch/, api/).
 register_batch_commands(app, query_app)
 register_api_commands(app, query_app)
@@ -238,7 +240,7 @@ def generate(
     ] = 0.0,
     out_of_order: Annotated[
         str, typer.Option(help="Shuffle delivery within this event-time lag (e.g. 2m).")
-    ] = "0s",
+    ] = "2m",
     anomaly_ratio: Annotated[
         float, typer.Option(min=0, max=0.5, help="Share of students with an anomaly.")
     ] = 0.01,
@@ -426,6 +428,105 @@ def verify(
         table.add_row(c.store, c.what, str(c.expected), str(c.found), mark)
     console.print(table)
     if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
+# -- detection --------------------------------------------------------------
+def parse_since(text: str) -> dt.datetime:
+    """``24h``/``30m`` (that long ago) or an ISO date/date-time (UTC if naive)."""
+    try:
+        return dt.datetime.now(dt.UTC) - parse_duration(text)
+    except typer.BadParameter:
+        pass
+    try:
+        return parse_start(text)
+    except typer.BadParameter:
+        msg = f"invalid --since {text!r}: use e.g. 24h, 7d or 2026-11-20T08:00"
+        raise typer.BadParameter(msg) from None
+
+
+@query_app.command("multi-region")
+def query_multi_region(
+    window: Annotated[
+        str, typer.Option(help="Two regions within this span (e.g. 30m).")
+    ] = "30m",
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only activity since (e.g. 24h, or an ISO date-time)."),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100_000)] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Students who acted from two or more regions within the window (graph)."""
+    from learntrack.events import utc_iso
+    from learntrack.sinks.graph import multi_region
+
+    span = parse_duration(window)
+    if span.total_seconds() <= 0:
+        raise typer.BadParameter("--window must be positive")
+    start = utc_iso(parse_since(since)) if since else ""
+    found = multi_region(get_settings(), span.total_seconds(), start, limit)
+    if as_json:
+        console.print_json(json.dumps(found))
+        return
+    table = Table(
+        "student", "regions", "switches", "closest switch", "gap", "evidence (events)",
+        title=f"Students in two or more regions within {window}",
+    )  # fmt: skip
+    for row in found:
+        best = min(row["evidence"], key=lambda e: e["gapS"])
+        table.add_row(
+            row["studentId"],
+            " ".join(row["regions"]),
+            str(len(row["evidence"])),
+            f"{best['prevRegion']} {best['prevAt']} -> {best['region']} {best['at']}",
+            f"{best['gapS'] / 60:.1f} min",
+            f"{best['prevEventId']} -> {best['eventId']}",
+        )
+    console.print(table)
+    console.print(f"{len(found):,} students")
+
+
+@eval_app.command("fraud")
+def eval_fraud(
+    truth: Annotated[
+        Path, typer.Option(help="The truth file of `learntrack generate`.")
+    ],
+    min_recall: Annotated[
+        float, typer.Option(min=0, max=1, help="Exit 1 below this recall.")
+    ] = 1.0,
+    min_precision: Annotated[
+        float, typer.Option(min=0, max=1, help="Exit 1 below this precision.")
+    ] = 0.99,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Compare the stream's alerts with the injected anomalies: precision, recall."""
+    from learntrack.evaluate import evaluate_stored
+
+    if not truth.is_file():
+        raise typer.BadParameter(f"no such file: {truth}")
+    report = evaluate_stored(get_settings(), orjson.loads(truth.read_bytes()))
+    if as_json:
+        console.print_json(json.dumps(report.__dict__))
+    else:
+        table = Table("measure", "value", title="Multi-region alerts vs truth")
+        table.add_row("injected anomalies", f"{report.anomalies:,}")
+        table.add_row("alerts", f"{report.alerts:,}")
+        table.add_row("precision", f"{report.precision:.2%}")
+        table.add_row("recall", f"{report.recall:.2%}")
+        table.add_row("kind agreement", f"{report.kind_agreement:.2%}")
+        table.add_row(
+            "alerts citing a planted event",
+            f"{report.evidence_matches:,} of {report.true_alerts:,}",
+        )
+        for name, value in report.latency_s.items():
+            table.add_row(f"detection latency {name}", f"{value:.2f} s")
+        if report.missed:
+            table.add_row("missed students", ", ".join(report.missed[:10]))
+        if report.false_students:
+            table.add_row("false alerts on", ", ".join(report.false_students[:10]))
+        console.print(table)
+    if report.recall < min_recall or report.precision < min_precision:
         raise typer.Exit(1)
 
 

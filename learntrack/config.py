@@ -282,9 +282,12 @@ class DetectSettings(BaseModel):
         1800.0, gt=0, description="Two regions within this many seconds: an alert."
     )
     lateness_s: float = Field(
-        600.0,
+        3600.0,
         ge=0,
-        description="Events up to this late (event time) are still compared.",
+        description=(
+            "Events up to this far behind the newest event time are still compared "
+            "(alerts never wait for it; it only sizes the state)."
+        ),
     )
     concurrent_gap_s: float = Field(
         300.0,

@@ -17,14 +17,17 @@ from learntrack.topics import create_topic
 pytestmark = [pytest.mark.stack, pytest.mark.spark]
 
 
-def test_cap_shares_the_budget_and_never_passes_the_end() -> None:
-    begin = {"0": 0, "1": 10, "2": 5}
-    end = {"0": 100, "1": 12, "2": 5}
-    capped = _cap(begin, end, 50)
-    assert sum(capped[p] - begin[p] for p in begin) == 50
+def test_cap_prorates_the_budget_by_backlog_and_never_passes_the_end() -> None:
+    begin = {"0": 0, "1": 10, "2": 5, "3": 0}
+    end = {"0": 100, "1": 60, "2": 5, "3": 3}
+    capped = _cap(begin, end, 51)
+    assert sum(capped[p] - begin[p] for p in begin) == 51
     assert all(begin[p] <= capped[p] <= end[p] for p in begin)
-    assert capped["1"] == 12  # the small partition is drained
+    # 153 waiting, 51 allowed: each partition moves a third of its backlog.
+    assert capped == {"0": 33, "1": 27, "2": 5, "3": 1}
     assert _cap(begin, end, 1000) == end
+    tiny = _cap(begin, end, 2)  # fewer rows than partitions: the biggest go first
+    assert tiny == {"0": 1, "1": 11, "2": 5, "3": 0}
 
 
 def produce(

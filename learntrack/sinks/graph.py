@@ -2,10 +2,16 @@
 
 Runs on the driver with the batch's per-student aggregates, so writes scale with the
 distinct (student, region) pairs of a batch, not with its events. Model:
-``(:Student {studentId, lastRegion, lastSeen})-[:ACCESSED_FROM {firstSeen, lastSeen,
-count}]->(:Region {code})`` and, for every region switch (and each student's first
-event of the batch), ``(:Student)-[:PERFORMED]->(:Activity {eventId, action,
-courseId, timestamp, region})-[:IN_REGION]->(:Region)``.
+``(:Student {studentId, lastRegion, lastSeen, lastEventId})-[:ACCESSED_FROM
+{firstSeen, lastSeen, count}]->(:Region {code})`` and, for every region switch (and
+each student's first event of the batch), ``(:Student)-[:PERFORMED]->(:Activity
+{eventId, action, courseId, timestamp, region})-[:IN_REGION]->(:Region)``. A switch
+Activity also holds the student's previous event (``prevEventId``, ``prevRegion``,
+``prevAt``) and the gap ``gapS`` in seconds, so :func:`multi_region` finds "two
+regions within W" with one filter per activity instead of comparing every pair of a
+student's activities (the consecutive events of a student that change region are
+enough: if two events of different regions are W apart, some consecutive pair
+between them changes region within W).
 
 Exactly once: a student's edges change only if ``Student.lastBatch < batch``, set in
 the same transaction; activities are merged by eventId. Times are ISO-8601 UTC
@@ -32,6 +38,14 @@ SCHEMA = (
     "FOR (a:Activity) REQUIRE a.eventId IS UNIQUE",
 )
 
+PREVIOUS = """
+UNWIND $ids AS id
+MATCH (s:Student {studentId: id})
+WHERE coalesce(s.lastBatch, -1) < $batch AND s.lastSeen IS NOT NULL
+RETURN s.studentId AS studentId, s.lastRegion AS region, s.lastSeen AS seen,
+       s.lastEventId AS eventId
+"""
+
 UPSERT_ACCESS = """
 UNWIND $rows AS row
 MERGE (s:Student {studentId: row.studentId})
@@ -39,6 +53,7 @@ WITH s, row WHERE coalesce(s.lastBatch, -1) < $batch
 WITH s, row, (s.lastSeen IS NULL OR row.lastAt > s.lastSeen) AS newer
 SET s.lastBatch = $batch,
     s.lastRegion = CASE WHEN newer THEN row.lastRegion ELSE s.lastRegion END,
+    s.lastEventId = CASE WHEN newer THEN row.lastEventId ELSE s.lastEventId END,
     s.lastSeen = CASE WHEN newer THEN row.lastAt ELSE s.lastSeen END
 WITH s, row
 UNWIND row.regions AS reg
@@ -55,8 +70,9 @@ UPSERT_ACTIVITIES = """
 UNWIND $acts AS act
 MATCH (s:Student {studentId: act.studentId})
 MERGE (a:Activity {eventId: act.eventId})
-ON CREATE SET a.action = act.action, a.courseId = act.courseId,
-              a.timestamp = act.timestamp, a.region = act.region
+SET a.action = act.action, a.courseId = act.courseId, a.timestamp = act.timestamp,
+    a.region = act.region, a.prevEventId = act.prevEventId,
+    a.prevRegion = act.prevRegion, a.prevAt = act.prevAt, a.gapS = act.gapS
 MERGE (s)-[:PERFORMED]->(a)
 WITH a, act
 MERGE (r:Region {code: act.region})
@@ -133,6 +149,26 @@ class GraphSink(Sink):
 def _write_chunk(
     tx: Any, rows: list[dict[str, Any]], acts: list[Any], batch: int
 ) -> int:
+    firsts = [a for a in acts if a.get("isFirst")]
+    if firsts:
+        # The event before a student's first one of this batch: the Student node's
+        # last event, read in the same transaction, before it moves forward.
+        before = {
+            r["studentId"]: r
+            for r in tx.run(PREVIOUS, ids=[a["studentId"] for a in firsts], batch=batch)
+        }
+        for act in firsts:
+            prev = before.get(act["studentId"])
+            if (
+                prev is not None
+                and prev["region"] != act["region"]
+                and prev["seen"] <= act["timestamp"]
+            ):
+                act["prevEventId"] = prev["eventId"]
+                act["prevRegion"] = prev["region"]
+                act["prevAt"] = prev["seen"]
+                act["gapS"] = _seconds_between(prev["seen"], act["timestamp"])
+    acts = [{k: v for k, v in a.items() if k != "isFirst"} for a in acts]
     record = tx.run(UPSERT_ACCESS, rows=rows, batch=batch).single()
     students = int(record["students"]) if record else 0
     if students and acts:
@@ -140,3 +176,71 @@ def _write_chunk(
         # MERGE by eventId would make a replay harmless anyway.
         tx.run(UPSERT_ACTIVITIES, acts=acts).consume()
     return students
+
+
+def _seconds_between(earlier: str, later: str) -> float:
+    """Seconds from one ISO-8601 UTC time to another."""
+    import datetime as dt
+
+    return (
+        dt.datetime.fromisoformat(later) - dt.datetime.fromisoformat(earlier)
+    ).total_seconds()
+
+
+MULTI_REGION = """
+MATCH (s:Student)-[:PERFORMED]->(a:Activity)
+WHERE a.gapS IS NOT NULL AND a.gapS <= $window AND a.timestamp >= $since
+WITH s, a ORDER BY a.timestamp
+WITH s, collect({eventId: a.eventId, region: a.region, at: a.timestamp,
+                 prevEventId: a.prevEventId, prevRegion: a.prevRegion,
+                 prevAt: a.prevAt, gapS: a.gapS}) AS evidence
+RETURN s.studentId AS studentId, evidence
+ORDER BY studentId
+LIMIT $limit
+"""
+
+
+def multi_region(
+    settings: Any, window_s: float, since: str = "", limit: int = 1000
+) -> list[dict[str, Any]]:
+    """Students with two regions within ``window_s`` seconds, with the evidence.
+
+    Runs wherever it is called (CLI, API). One pass over the switch activities
+    (filtered on their stored gap), grouped by student: linear in the number of
+    switches, never the product of a student's activities. ``since`` is an
+    ISO-8601 UTC time (activities at or after it).
+    """
+    with (
+        graph_driver(settings) as driver,
+        driver.session(database=settings.graph.database) as session,
+    ):
+        result = session.run(
+            MULTI_REGION, window=float(window_s), since=since, limit=int(limit)
+        )
+        out = []
+        for record in result:
+            evidence = list(record["evidence"])
+            regions = sorted(
+                {e["region"] for e in evidence} | {e["prevRegion"] for e in evidence}
+            )
+            out.append(
+                {
+                    "studentId": record["studentId"],
+                    "regions": regions,
+                    "evidence": evidence,
+                }
+            )
+    return out
+
+
+def explain_multi_region(settings: Any) -> str:
+    """The server's plan for the multi-region query (for the docs)."""
+    with (
+        graph_driver(settings) as driver,
+        driver.session(database=settings.graph.database) as session,
+    ):
+        summary = session.run(
+            "EXPLAIN " + MULTI_REGION, window=1800.0, since="", limit=10
+        ).consume()
+    plan = summary.plan or {}
+    return str(plan.get("args", {}).get("string-representation", plan))

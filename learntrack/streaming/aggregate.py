@@ -35,6 +35,7 @@ class StudentBatch:
     last: dt.datetime | None = None
     lastRegion: str = ""  # noqa: N815
     lastCourse: str = ""  # noqa: N815
+    lastEventId: str = ""  # noqa: N815
     first: tuple[dt.datetime, str, str, str, str] | None = (
         None  # ts, id, action, course, region
     )
@@ -67,7 +68,8 @@ def fold(settings: Settings, valid: Any) -> dict[str, StudentBatch]:
             F.sum("anchor").alias("anchor"),
             F.min("timestamp").alias("first"),
             F.max("timestamp").alias("last"),
-            F.min_by("eventId", "timestamp").alias("firstEvent"),
+            F.min_by("eventId", F.struct("timestamp", "eventId")).alias("firstEvent"),
+            F.max_by("eventId", F.struct("timestamp", "eventId")).alias("lastEvent"),
         )
     )
     students: dict[str, StudentBatch] = {}
@@ -89,8 +91,9 @@ def fold(settings: Settings, valid: Any) -> dict[str, StudentBatch]:
             reg[0] += n
             reg[1] = min(reg[1], first)
             reg[2] = max(reg[2], last)
-        if sb.last is None or last > sb.last:
+        if sb.last is None or (last, r["lastEvent"]) > (sb.last, sb.lastEventId):
             sb.last, sb.lastRegion, sb.lastCourse = last, r["region"], r["courseId"]
+            sb.lastEventId = r["lastEvent"]
         if sb.first is None or first < sb.first[0]:
             sb.first = (first, r["firstEvent"], r["action"], r["courseId"], r["region"])
     return students
@@ -102,7 +105,11 @@ def switch_activities(
     """Activities to put in the graph.
 
     Each student's first event of the batch, and every event whose region differs
-    from the student's previous event.
+    from the student's previous event; a switch carries the previous event
+    (``prevEventId``, ``prevRegion``, ``prevAt``) and the gap in seconds (``gapS``),
+    so "two regions within W" is one filter on ``gapS`` in the graph, never a
+    product of activities. (The first event's previous one is in an earlier batch:
+    the graph sink fills it from the Student node.)
     """
     out: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for sb in students.values():
@@ -110,7 +117,7 @@ def switch_activities(
             ts, eid, action, course, region = sb.first
             out[sb.studentId].append(
                 {"eventId": eid, "action": action, "courseId": course,
-                 "timestamp": utc_iso(ts), "region": region}
+                 "timestamp": utc_iso(ts), "region": region, "isFirst": True}
             )  # fmt: skip
     multi = [s for s, sb in students.items() if len(sb.regions) > 1]
     if not multi:
@@ -124,10 +131,11 @@ def switch_activities(
         .to_pylist()
     )
     rows.sort(key=lambda r: (r["studentId"], r["timestamp"], r["eventId"]))
-    previous: dict[str, str] = {}
+    previous: dict[str, dict[str, Any]] = {}
     for r in rows:
         sid = r["studentId"]
-        if sid in previous and previous[sid] != r["region"]:
+        prev = previous.get(sid)
+        if prev is not None and prev["region"] != r["region"]:
             out[sid].append(
                 {
                     "eventId": r["eventId"],
@@ -135,9 +143,13 @@ def switch_activities(
                     "courseId": r["courseId"],
                     "timestamp": utc_iso(r["timestamp"]),
                     "region": r["region"],
+                    "prevEventId": prev["eventId"],
+                    "prevRegion": prev["region"],
+                    "prevAt": utc_iso(prev["timestamp"]),
+                    "gapS": (r["timestamp"] - prev["timestamp"]).total_seconds(),
                 }
             )
-        previous[sid] = r["region"]
+        previous[sid] = r
     return out
 
 
@@ -181,6 +193,7 @@ def graph_rows(
             "studentId": sb.studentId,
             "lastRegion": sb.lastRegion,
             "lastAt": utc_iso(sb.last) if sb.last else "",
+            "lastEventId": sb.lastEventId,
             "regions": [
                 {
                     "code": code,

@@ -372,21 +372,22 @@ class _Columns:
 
 
 def _cap(begin: dict[str, int], end: dict[str, int], max_rows: int) -> dict[str, int]:
-    """Limit the total range to ``max_rows``, shared fairly between partitions."""
+    """Limit the total range to ``max_rows``, prorated by each partition's backlog.
+
+    Like Spark's own Kafka source: every partition advances by the same share of
+    what it has waiting, so partitions holding the same span of event time move
+    through it together (an even split would let a small partition run hours
+    ahead in event time, and the watermark would turn the others' events late).
+    Remainders go to the largest fractions, ties to the lowest partition.
+    """
     avail = {p: end[p] - begin[p] for p in end}
-    if sum(avail.values()) <= max_rows:
+    total = sum(avail.values())
+    if total <= max_rows:
         return end
-    capped = dict(begin)
-    budget = max_rows
-    pending = {p for p, a in avail.items() if a > 0}
-    while budget > 0 and pending:
-        share = max(1, budget // len(pending))
-        for p in sorted(pending, key=int):
-            take = min(share, avail[p] - (capped[p] - begin[p]), budget)
-            capped[p] += take
-            budget -= take
-            if capped[p] - begin[p] >= avail[p]:
-                pending.discard(p)
-            if budget == 0:
-                break
-    return capped
+    exact = {p: max_rows * a / total for p, a in avail.items()}
+    take = {p: int(x) for p, x in exact.items()}
+    left = max_rows - sum(take.values())
+    by_fraction = sorted(avail, key=lambda p: (-(exact[p] - take[p]), int(p)))
+    for p in by_fraction[:left]:
+        take[p] += 1
+    return {p: begin[p] + take[p] for p in end}
