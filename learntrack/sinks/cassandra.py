@@ -357,14 +357,17 @@ class CassandraEngagementSink(Sink):
 
     # -- schema ----------------------------------------------------------------------
     def ensure_schema(self) -> list[str]:
-        """Create the keyspace and tables if missing (idempotent); prepare writes."""
+        """Create the keyspace and tables if missing (idempotent); prepare writes.
+
+        Checks the server once per connection; returns what it created.
+        """
+        if self._statements:
+            return []
         session = self._require()
-        assert self.dialect is not None  # noqa: S101 - set by open()
-        created = ensure_schema(session, self.keyspace, self.dialect)
-        if not self._statements:
-            texts = statements_cql(self.keyspace)
-            with _errors("prepare statements"):
-                self._statements = {k: session.prepare(v) for k, v in texts.items()}
+        created = ensure_schema(session, self.keyspace, self._dialect())
+        texts = statements_cql(self.keyspace)
+        with _errors("prepare statements"):
+            self._statements = {k: session.prepare(v) for k, v in texts.items()}
         return created
 
     # -- writes ----------------------------------------------------------------------
