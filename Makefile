@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 LT := $(BIN)/learntrack
-APT_PACKAGES := redis-server openjdk-17-jre-headless
+APT_PACKAGES := redis-server openjdk-17-jre-headless chromium
 STAMP := $(VENV)/.installed
 
 help: ## Show this help
