@@ -49,6 +49,10 @@ demo: setup ## Start the stack, run the pipeline on synthetic data, show the res
 	$(LT) stream --available-now --reset
 	$(LT) verify --truth $(DEMO_DIR)/truth.json
 	$(LT) summary
+	$(LT) eval fraud --truth $(DEMO_DIR)/truth.json
+	$(LT) query multi-region --window 30m --limit 10
+	$(LT) batch --yesterday        # the generated day, lake -> Cassandra
+	$(LT) query courses            # that day's course engagement, from Cassandra
 	@echo
 	@echo "Explore further:"
 	@echo "  $(LT) stream                  # keep streaming (Ctrl-C stops cleanly)"
@@ -69,10 +73,13 @@ format: setup ## Apply ruff's fixes and formatting
 test: setup lint ## Run the full test suite against a real local stack
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+nightly: setup ## The nightly batch: yesterday's lake -> Cassandra (re-run a day: learntrack batch --date D)
+	$(LT) batch --yesterday
+
 bench: setup ## Benchmarks (writes docs/benchmarks.md); BENCH_ARGS=--quick for a short run
 	$(LT) bench $(BENCH_ARGS)
 
 clean: down ## Stop the stack and delete all local state (.learntrack*)
-	rm -rf .learntrack .learntrack-test
+	rm -rf .learntrack .learntrack-test*
 
-.PHONY: help setup up down status demo lint format test bench clean
+.PHONY: help setup up down status demo lint format test nightly bench clean

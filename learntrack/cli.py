@@ -470,7 +470,7 @@ def query_multi_region(
         console.print_json(json.dumps(found))
         return
     table = Table(
-        "student", "regions", "switches", "closest switch", "gap", "evidence (events)",
+        "student", "regions", "switches", "closest switch (UTC)", "gap", "events",
         title=f"Students in two or more regions within {window}",
     )  # fmt: skip
     for row in found:
@@ -479,11 +479,14 @@ def query_multi_region(
             row["studentId"],
             " ".join(row["regions"]),
             str(len(row["evidence"])),
-            f"{best['prevRegion']} {best['prevAt']} -> {best['region']} {best['at']}",
+            f"{best['prevAt'][:16]} {best['prevRegion']} -> "
+            f"{best['at'][11:16]} {best['region']}",
             f"{best['gapS'] / 60:.1f} min",
-            f"{best['prevEventId']} -> {best['eventId']}",
+            f"{best['prevEventId'][:8]}.. {best['eventId'][:8]}..",
         )
     console.print(table)
+    if found:
+        console.print("full event ids: add --json")
     console.print(f"{len(found):,} students")
 
 

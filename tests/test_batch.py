@@ -518,6 +518,16 @@ def test_cli_batch_and_query_course(
     assert main(["query", "course", course]) == 0  # the last 7 days: nothing then
     assert "no daily engagement" in capsys.readouterr().out
 
+    # Every course of one day, busiest first (what `make demo` ends with).
+    assert main(["query", "courses", "--date", "2025-07-14"]) == 0
+    out = capsys.readouterr().out
+    busiest = sorted(day_rows, key=lambda v: (-v["count"], v["courseId"]))
+    positions = [out.index(v["courseId"] + " ") for v in busiest]
+    assert positions == sorted(positions)
+    assert f"{len(day_rows)} courses, {events:,} events" in " ".join(out.split())
+    assert main(["query", "courses", "--date", "2025-07-20"]) == 0
+    assert "no engagement on 2025-07-20" in capsys.readouterr().out
+
 
 @pytest.mark.parametrize(
     ("argv", "code", "words"),
@@ -537,6 +547,7 @@ def test_cli_batch_and_query_course(
             "is after",
         ),  # fmt: skip
         (["query", "course", "C1", "--to", "2025-13-01"], 2, "no such day"),
+        (["query", "courses", "--date", "2025-13-01"], 2, "no such day"),
     ],
 )
 def test_cli_bad_arguments_give_one_line(

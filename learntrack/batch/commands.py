@@ -56,9 +56,10 @@ def batch_days(
 
 
 def register(app: typer.Typer, query_app: typer.Typer) -> None:
-    """Add ``batch`` to ``app`` and ``course`` to ``query_app``."""
+    """Add ``batch`` to ``app``, ``course`` and ``courses`` to ``query_app``."""
     app.command("batch")(batch)
     query_app.command("course")(query_course)
+    query_app.command("courses")(query_courses)
 
 
 def batch(  # noqa: PLR0917 - typer passes options as parameters
@@ -209,3 +210,52 @@ def query_course(
             end_section=True,
         )
     console.print(table)
+
+
+def query_courses(
+    date: Annotated[
+        str | None,
+        typer.Option("--date", help="The UTC day, YYYY-MM-DD (default: yesterday)."),
+    ] = None,
+) -> None:
+    """Every course's engagement on one day (from the nightly batch), busiest first."""
+    from learntrack.batch.daily import yesterday
+    from learntrack.config import get_settings
+    from learntrack.sinks.cassandra import CassandraEngagementSink
+
+    day = _day(date, "--date") if date else yesterday()
+    sink = CassandraEngagementSink(get_settings())
+    sink.open()
+    try:
+        rows = sink.day_engagement(day)
+    finally:
+        sink.close()
+    if not rows:
+        console.print(f"no engagement on {day}: run `learntrack batch --date {day}`")
+        return
+    rows.sort(key=lambda r: (-r["count"], r["courseId"]))
+    table = Table(title=f"Course engagement on {day}")
+    for header in (
+        "course",
+        "events",
+        "active",
+        "quizzes",
+        "per student",
+        "top action",
+    ):
+        table.add_column(header, justify="left" if header == "course" else "right")
+    for r in rows:
+        top = max(r["actions"].items(), key=lambda kv: (kv[1], kv[0]), default=("-", 0))
+        table.add_row(
+            r["courseId"],
+            f"{r['count']:,}",
+            f"{r['activeStudents']:,}",
+            f"{r['quizAttempts']:,}",
+            f"{r['eventsPerStudent']:.2f}",
+            f"{top[0]} {top[1]:,}",
+        )
+    console.print(table)
+    console.print(
+        f"{len(rows)} courses, {sum(r['count'] for r in rows):,} events "
+        f"(one course over time: learntrack query course C --from D1 --to D2)"
+    )

@@ -409,6 +409,18 @@ class CassandraEngagementSink(Sink):
             )
             return {str(r.courseid) for r in result}
 
+    def day_engagement(self, day: dt.date) -> list[dict[str, Any]]:
+        """Every course's row for ``day``, shaped as :func:`read_course_engagement`."""
+        courses = sorted(self.courses_on(day))
+        session = self._require()
+        return [
+            row
+            for course in courses
+            for row in read_course_engagement(
+                session, course, day, day, keyspace=self.keyspace
+            )
+        ]
+
     def replace_day(self, day: dt.date, rows: Sequence[CourseDay]) -> tuple[int, int]:
         """Make ``day`` hold exactly ``rows``; return (rows written, rows deleted).
 
