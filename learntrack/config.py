@@ -311,6 +311,36 @@ class ApiSettings(BaseModel):
     max_events_per_request: int = Field(10_000, ge=1)
 
 
+class MetricsSettings(BaseModel):
+    """Per-batch pipeline metrics: kept in Redis, pushed to Grafana Live if set.
+
+    The stream's driver records every micro-batch (rows, rate, lag, sink times) in
+    Redis, where the query service reads them (``/pipeline/metrics``, ``/metrics``
+    for Prometheus). With ``grafana_url`` set, each batch is also pushed to Grafana
+    Live's HTTP push endpoint, authenticated by ``grafana_token`` (a service account
+    token) or else ``grafana_user``/``grafana_password``. Pushing is best effort.
+    """
+
+    grafana_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="Grafana to push live batch metrics to; unset: no push.",
+    )
+    grafana_token: SecretStr | None = Field(
+        None, description="Grafana service account token (Bearer), preferred."
+    )
+    grafana_user: str = "admin"
+    grafana_password: SecretStr | None = Field(
+        None, description="Basic auth password when no token is set."
+    )
+    push_timeout_s: float = Field(
+        1.0, gt=0, le=30, description="A push waiting longer than this is dropped."
+    )
+    history: int = Field(
+        720, ge=10, le=100_000, description="Batches kept in Redis for the charts."
+    )
+
+
 class StackSettings(BaseModel):
     """The local servers started by ``learntrack stack`` (no Docker)."""
 
@@ -351,6 +381,7 @@ class Settings(BaseSettings):
     stream: StreamSettings = Field(default_factory=StreamSettings)
     detect: DetectSettings = Field(default_factory=DetectSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @field_validator("data_dir")
     @classmethod

@@ -520,3 +520,98 @@ def test_grafana_dashboard_provider_reads_the_mounted_folder() -> None:
     provider = yaml.safe_load(provider_file.read_text())
     assert provider["providers"][0]["options"]["path"] == target
     assert (ROOT / "grafana/dashboards").is_dir()
+
+
+# -- dashboards: Grafana, its data sources, Prometheus ---------------------------------
+GRAFANA_DATASOURCES = ROOT / "grafana/provisioning/datasources/learntrack.yaml"
+
+
+def mounted_file(service: dict[str, Any], target: str) -> Path:
+    """The repository file bind-mounted at ``target`` (which must exist)."""
+    for entry in service.get("volumes") or []:
+        source, _, rest = str(entry).partition(":")
+        if rest.split(":")[0] == target and source.startswith("./"):
+            path = ROOT / source
+            assert path.exists(), f"{source} is mounted but missing"
+            return path
+    raise AssertionError(f"nothing is mounted at {target}")
+
+
+def provisioned_datasources() -> dict[str, dict[str, Any]]:
+    data = yaml.safe_load(GRAFANA_DATASOURCES.read_text(encoding="utf-8"))
+    return {d["uid"]: d for d in data["datasources"]}
+
+
+def test_grafana_installs_exactly_the_infinity_plugin_pinned() -> None:
+    plugins = environment(services(load_compose())["grafana"])["GF_INSTALL_PLUGINS"]
+    entries = [p.strip().split() for p in plugins.split(",")]
+    assert [e[0] for e in entries] == ["yesoreyeram-infinity-datasource"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", entries[0][1]), "pin the plugin version"
+
+
+def test_grafana_mounts_the_datasources_and_the_generated_dashboard() -> None:
+    grafana = services(load_compose())["grafana"]
+    provisioning = mounted_file(grafana, "/etc/grafana/provisioning")
+    assert (provisioning / "datasources" / GRAFANA_DATASOURCES.name).is_file()
+    home = environment(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    folder = mounted_file(grafana, str(Path(home).parent))
+    assert (folder / Path(home).name).is_file(), "the home dashboard must exist"
+
+
+def test_infinity_reads_the_api_service_with_the_read_key_only(
+    defaults: Settings,
+) -> None:
+    from learntrack.api.app import API_KEY_HEADER
+
+    compose = services(load_compose())
+    api = provisioned_datasources()["learntrack-api"]
+    assert api["type"] == "yesoreyeram-infinity-datasource"
+    assert api["url"] == f"http://learntrack-api:{defaults.api.port}"
+    assert "learntrack-api" in compose
+    # The key goes in the API's header, and only to the API.
+    assert api["jsonData"]["auth_method"] == "apiKey"
+    assert api["jsonData"]["apiKeyKey"] == API_KEY_HEADER
+    assert api["jsonData"]["apiKeyType"] == "header"
+    assert api["jsonData"]["allowedHosts"] == [api["url"]]
+    assert api["secureJsonData"]["apiKeyValue"] == "$LEARNTRACK_API__READ_KEY"
+    # Grafana's environment holds the read key from the credentials file, and
+    # never the write key.
+    grafana = environment(compose["grafana"])
+    assert interpolated(grafana["LEARNTRACK_API__READ_KEY"]) == {
+        "LEARNTRACK_API__READ_KEY"
+    }
+    assert interpolated(grafana) == {"LEARNTRACK_API__READ_KEY"}
+
+
+def test_prometheus_scrapes_the_api_metrics_route(defaults: Settings) -> None:
+    from learntrack.api.app import create_app
+
+    compose = services(load_compose())
+    prometheus = compose["prometheus"]
+    assert not prometheus.get("profiles"), "Prometheus starts with the stack"
+    config = yaml.safe_load(
+        mounted_file(prometheus, "/etc/prometheus/prometheus.yml").read_text()
+    )
+    (job,) = config["scrape_configs"]
+    assert job["static_configs"] == [
+        {"targets": [f"learntrack-api:{defaults.api.port}"]}
+    ]
+    app = create_app(get_settings(api={"read_key": "r" * 20, "write_key": "w" * 20}))
+    routes = {getattr(route, "path", None) for route in app.routes}
+    assert job["metrics_path"] in routes
+    # Grafana's Prometheus data source is this service, on its published port.
+    (_ip, _host, target), *_ = published(prometheus)
+    assert provisioned_datasources()["learntrack-prometheus"]["url"] == (
+        f"http://prometheus:{target}"
+    )
+
+
+def test_stream_pushes_live_metrics_to_the_grafana_service() -> None:
+    compose = services(load_compose())
+    env = environment(compose["learntrack-stream"])
+    (_ip, _host, target), *_ = published(compose["grafana"])
+    assert env["LEARNTRACK_METRICS__GRAFANA_URL"] == f"http://grafana:{target}"
+    # Only the stream pushes; the API never needs Grafana.
+    assert "LEARNTRACK_METRICS__GRAFANA_URL" not in environment(
+        compose["learntrack-api"]
+    )

@@ -23,31 +23,40 @@ from fastapi import Depends, FastAPI, Path, Query, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from learntrack import __version__
+from learntrack.api.dashboard import router as dashboard_router
 from learntrack.api.models import (
     ActivityList,
     AlertList,
+    AlertsPerHour,
     CourseEngagement,
+    CourseList,
+    CoursesEngagement,
     Engagement,
     ErrorResponse,
     Health,
     Leaderboard,
+    PipelineMetrics,
     PublishResult,
+    ScoreDistribution,
     Student,
     StudentPatch,
 )
 from learntrack.api.service import (
     MAX_ALERTS,
+    MAX_BINS,
     MAX_LATEST,
     MAX_LEADERBOARD,
+    MAX_POINTS,
     InvalidQueryError,
     NotFoundError,
     QueryService,
     UnavailableError,
+    prometheus_text,
 )
 from learntrack.config import Settings, get_settings
 from learntrack.errors import ConfigError
@@ -441,6 +450,101 @@ def create_app(settings: Settings | None = None) -> FastAPI:  # noqa: C901, PLR0
         result = service.health()
         code = 200 if result.status == "ok" else 503
         return JSONResponse(result.model_dump(mode="json"), code)
+
+    # -- dashboards: the /dashboard page, Grafana (Infinity) and Prometheus --------
+    @app.get(
+        "/courses",
+        response_model=CourseList,
+        dependencies=reader,
+        tags=["dashboards"],
+        responses=_ERRORS,
+    )
+    def courses() -> CourseList:
+        """Every course id of the activity log, sorted (dashboard variables)."""
+        return service.courses()
+
+    @app.get(
+        "/courses/engagement",
+        response_model=CoursesEngagement,
+        dependencies=reader,
+        tags=["dashboards"],
+        responses=_ERRORS,
+    )
+    def courses_engagement(
+        date_from: Annotated[
+            dt.date | None,
+            Query(alias="from", description="First day (default: to - 6 days)."),
+        ] = None,
+        date_to: Annotated[
+            dt.date | None, Query(alias="to", description="Last day (default: today).")
+        ] = None,
+    ) -> CoursesEngagement:
+        """Daily engagement of every course (nightly batch), oldest day first."""
+        return service.courses_engagement(date_from, date_to)
+
+    @app.get(
+        "/engagement/distribution",
+        response_model=ScoreDistribution,
+        dependencies=reader,
+        tags=["dashboards"],
+        responses=_ERRORS,
+    )
+    def score_distribution(
+        course: Annotated[
+            str | None, Query(pattern=ID_PATTERN, description="A course id.")
+        ] = None,
+        bins: Annotated[int, Query(ge=1, le=MAX_BINS)] = 10,
+    ) -> ScoreDistribution:
+        """Students per engagement-score bin (equal widths up to the top score)."""
+        return service.score_distribution(course, bins)
+
+    @app.get(
+        "/alerts/hourly",
+        response_model=AlertsPerHour,
+        dependencies=reader,
+        tags=["dashboards"],
+        responses=_ERRORS,
+    )
+    def alerts_hourly(
+        start: Annotated[
+            dt.datetime | None,
+            Query(alias="from", description="Start (default: to - 24 h; naive: UTC)."),
+        ] = None,
+        end: Annotated[
+            dt.datetime | None,
+            Query(alias="to", description="End (default: now; naive: UTC)."),
+        ] = None,
+    ) -> AlertsPerHour:
+        """Alerts per event-time hour (UTC), oldest first; at most 31 days."""
+        return service.alerts_per_hour(start, end)
+
+    @app.get(
+        "/pipeline/metrics",
+        response_model=PipelineMetrics,
+        dependencies=reader,
+        tags=["dashboards"],
+        responses=_ERRORS,
+    )
+    def pipeline_metrics(
+        points: Annotated[int, Query(ge=1, le=MAX_POINTS)] = 120,
+    ) -> PipelineMetrics:
+        """The stream's totals and its latest micro-batches (oldest first)."""
+        return service.pipeline_metrics(points)
+
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}}},
+    )
+    def metrics() -> Response:
+        """The pipeline's metrics for Prometheus (no key: counters, no student data)."""
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        totals = service.pipeline_metrics(1).totals
+        return Response(prometheus_text(totals), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(dashboard_router())
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:

@@ -241,3 +241,96 @@ class Health(BaseModel):
 
     status: Literal["ok", "degraded"]
     stores: list[StoreHealth]
+
+
+# -- dashboards ---------------------------------------------------------------
+class CourseList(BaseModel):
+    """Every course id seen in the activity log, sorted."""
+
+    courses: list[str]
+
+
+class CoursesEngagement(BaseModel):
+    """Daily engagement of every course between two dates, oldest day first."""
+
+    dateFrom: dt.date = Field(serialization_alias="from")  # noqa: N815
+    dateTo: dt.date = Field(serialization_alias="to")  # noqa: N815
+    courses: list[str]
+    days: list[CourseDay]
+
+
+class ScoreBin(BaseModel):
+    """Students whose score (decayed to ``asOf``) lies in (low, high].
+
+    The first bin also holds a score of exactly ``low`` (0).
+    """
+
+    low: float
+    high: float
+    label: str
+    students: int
+
+
+class ScoreDistribution(BaseModel):
+    """How engagement scores are spread: equal-width bins from 0 to the top score."""
+
+    course: str | None
+    asOf: dt.datetime  # noqa: N815
+    students: int
+    maxScore: float  # noqa: N815
+    bins: list[ScoreBin]
+
+
+class HourCount(BaseModel):
+    """Alerts raised for events of one hour (UTC, by event time)."""
+
+    hour: dt.datetime
+    alerts: int
+
+
+class AlertsPerHour(BaseModel):
+    """Alerts per hour between two times, oldest hour first."""
+
+    start: dt.datetime = Field(serialization_alias="from")
+    end: dt.datetime = Field(serialization_alias="to")
+    total: int
+    hours: list[HourCount]
+
+
+class PipelinePoint(BaseModel):
+    """One micro-batch of the stream (recorded by the stream's driver)."""
+
+    batch: int
+    at: dt.datetime
+    rows: int
+    valid: int
+    deadLetters: int  # noqa: N815
+    duplicates: int
+    seconds: float
+    eventsPerSecond: float  # noqa: N815
+    lag: int
+    sinks: dict[str, float] = Field(default_factory=dict)
+
+
+class PipelineTotals(BaseModel):
+    """Running totals of the stream since its last reset, and its latest batch."""
+
+    batches: int = 0
+    events: int = 0
+    deadLetters: int = 0  # noqa: N815
+    duplicates: int = 0
+    alerts: int = 0
+    studentsScored: int = 0  # noqa: N815
+    lastBatch: int | None = None  # noqa: N815
+    lastAt: dt.datetime | None = None  # noqa: N815
+    lastSeconds: float | None = None  # noqa: N815
+    eventsPerSecond: float | None = None  # noqa: N815
+    lag: int | None = None
+
+
+class PipelineMetrics(BaseModel):
+    """The stream's totals and its latest batches (oldest first)."""
+
+    asOf: dt.datetime  # noqa: N815
+    totals: PipelineTotals
+    points: list[PipelinePoint]

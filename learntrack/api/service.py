@@ -29,15 +29,24 @@ from learntrack.api.models import (
     ActivityList,
     Alert,
     AlertList,
+    AlertsPerHour,
     CourseDay,
     CourseEngagement,
+    CourseList,
+    CoursesEngagement,
     Engagement,
     EventError,
     Health,
+    HourCount,
     Leaderboard,
     LeaderboardEntry,
+    PipelineMetrics,
+    PipelinePoint,
+    PipelineTotals,
     PublishResult,
     RecentCounts,
+    ScoreBin,
+    ScoreDistribution,
     StoreHealth,
     Student,
     StudentPatch,
@@ -59,6 +68,9 @@ MAX_LATEST = 100
 MAX_LEADERBOARD = 100
 MAX_ALERTS = 500
 MAX_COURSE_DAYS = 366
+MAX_BINS = 50
+MAX_ALERT_HOURS = 31 * 24
+MAX_POINTS = 1000
 _ID = re.compile(ID_PATTERN)
 
 
@@ -462,6 +474,223 @@ class QueryService:
         ]
         healthy = all(s.healthy for s in stores)
         return Health(status="ok" if healthy else "degraded", stores=stores)
+
+    # -- dashboards (the /dashboard page and Grafana) ---------------------------
+    def courses(self) -> CourseList:
+        """Every course id in the activity log (a scan of the courseId index)."""
+        found = self.db[ACTIVITIES].distinct("courseId")
+        return CourseList(courses=sorted(c for c in found if isinstance(c, str)))
+
+    def courses_engagement(
+        self, date_from: dt.date | None = None, date_to: dt.date | None = None
+    ) -> CoursesEngagement:
+        """Daily engagement of every course in [date_from, date_to], oldest first.
+
+        The same defaults and limits as :meth:`course_engagement`; one prepared
+        Cassandra read per course of the activity log.
+        """
+        date_from, date_to = _date_range(date_from, date_to)
+        courses = self.courses().courses
+        try:
+            from learntrack.sinks.cassandra import read_course_engagement
+        except ImportError as err:
+            msg = f"course engagement is not available: {err}"
+            raise UnavailableError(msg) from err
+        session = self._cassandra_session() if courses else None
+        rows: list[dict[str, Any]] = []
+        for course in courses:
+            try:
+                rows += read_course_engagement(
+                    session,
+                    course,
+                    date_from,
+                    date_to,
+                    keyspace=self.settings.cassandra.keyspace,
+                )
+            except SinkError as err:
+                raise UnavailableError(str(err)) from err
+        rows.sort(key=lambda r: (r["date"], r["courseId"]))
+        return CoursesEngagement(
+            dateFrom=date_from,
+            dateTo=date_to,
+            courses=courses,
+            days=[CourseDay.model_validate(row) for row in rows],
+        )
+
+    def score_distribution(
+        self,
+        course: str | None = None,
+        bins: int = 10,
+        as_of: dt.datetime | None = None,
+    ) -> ScoreDistribution:
+        """Students per score bin, globally or in ``course`` (decayed to ``as_of``).
+
+        Equal-width bins from 0 to the top score. Counted with one ZCOUNT per bin on
+        the anchored leaderboard (a decayed score is the anchored one times a factor
+        common to all students), so the cost grows with the bins, not the students.
+        """
+        if course is not None:
+            check_id(course, "course")
+        check_limit(bins, "bins", MAX_BINS)
+        now = to_utc(as_of, "asOf") if as_of else utc_now()
+        key = f"{PREFIX}lb:course:{course}" if course else f"{PREFIX}lb:global"
+        r = self.redis
+        pipe = r.pipeline(transaction=False)
+        pipe.zcard(key)
+        pipe.zrevrange(key, 0, 0, withscores=True)
+        students, top = pipe.execute()
+        factor = score_at(1.0, now, self.settings.scoring.half_life_s)
+        top_anchor = float(top[0][1]) if top else 0.0
+        if not students or top_anchor <= 0:
+            return ScoreDistribution(
+                course=course,
+                asOf=now,
+                students=int(students),
+                maxScore=0.0,
+                bins=[]
+                if not students
+                else [ScoreBin(low=0, high=0, label="0", students=int(students))],
+            )
+        edges = [top_anchor * i / bins for i in range(bins + 1)]
+        edges[-1] = top_anchor  # the top student lands in the last bin exactly
+        pipe = r.pipeline(transaction=False)
+        for i in range(bins):
+            above = "-inf" if i == 0 else f"({edges[i]!r}"
+            pipe.zcount(key, above, repr(edges[i + 1]))
+        counts = pipe.execute()
+        digits = 0 if top_anchor * factor >= bins * 10 else 2
+        result = []
+        for i, count in enumerate(counts):
+            low, high = edges[i] * factor, edges[i + 1] * factor
+            label = f"{low:.{digits}f}-{high:.{digits}f}"
+            result.append(ScoreBin(low=low, high=high, label=label, students=count))
+        return ScoreDistribution(
+            course=course,
+            asOf=now,
+            students=int(students),
+            maxScore=top_anchor * factor,
+            bins=result,
+        )
+
+    def alerts_per_hour(
+        self, start: dt.datetime | None = None, end: dt.datetime | None = None
+    ) -> AlertsPerHour:
+        """Alerts per event-time hour (UTC) from ``start`` to ``end``, oldest first.
+
+        ``end`` defaults to now, ``start`` to 24 hours before it; every hour that
+        overlaps the range is listed (at most :data:`MAX_ALERT_HOURS`). Counts come
+        from the alert sink's per-hour Redis sets, which expire after 30 days.
+        """
+        from learntrack.sinks.alerts import alerts_per_hour
+
+        end = to_utc(end, "to") if end else utc_now()
+        try:
+            start = to_utc(start, "from") if start else end - dt.timedelta(hours=24)
+        except OverflowError:
+            raise InvalidQueryError("to", "is too early") from None
+        if start > end:
+            raise InvalidQueryError("from", "must not be after to")
+        first = start.replace(minute=0, second=0, microsecond=0)
+        count = int((end - first).total_seconds() // 3600) + 1
+        if count > MAX_ALERT_HOURS:
+            msg = f"the range covers more than {MAX_ALERT_HOURS} hours"
+            raise InvalidQueryError("from", msg)
+        hours = [first + dt.timedelta(hours=i) for i in range(count)]
+        counted = alerts_per_hour(self.redis, hours)
+        listed = [
+            HourCount(hour=h, alerts=n)
+            for h, n in zip(hours, counted.values(), strict=True)
+        ]
+        return AlertsPerHour(
+            start=start, end=end, total=sum(h.alerts for h in listed), hours=listed
+        )
+
+    def pipeline_metrics(self, points: int = 120) -> PipelineMetrics:
+        """The stream's totals and latest ``points`` batches (see streaming.metrics)."""
+        from learntrack.streaming.metrics import read_pipeline
+
+        check_limit(points, "points", MAX_POINTS)
+        totals, raw = read_pipeline(self.redis, points)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.scard(f"{PREFIX}alerts:all")
+        pipe.zcard(f"{PREFIX}lb:global")
+        alerts, scored = pipe.execute()
+        return PipelineMetrics(
+            asOf=utc_now(),
+            totals=PipelineTotals.model_validate(
+                {**totals, "alerts": alerts, "studentsScored": scored}
+            ),
+            points=[PipelinePoint.model_validate(p) for p in raw],
+        )
+
+
+def _date_range(
+    date_from: dt.date | None, date_to: dt.date | None
+) -> tuple[dt.date, dt.date]:
+    """The day range of a course engagement read, with its defaults and limits."""
+    date_to = date_to or utc_now().date()
+    if date_from is None:
+        try:
+            date_from = date_to - dt.timedelta(days=6)
+        except OverflowError:
+            raise InvalidQueryError("to", "is too early") from None
+    if date_from > date_to:
+        raise InvalidQueryError("from", "must not be after to")
+    if (date_to - date_from).days + 1 > MAX_COURSE_DAYS:
+        msg = f"the range covers more than {MAX_COURSE_DAYS} days"
+        raise InvalidQueryError("from", msg)
+    return date_from, date_to
+
+
+#: The pipeline's Prometheus metrics: name, type, the totals field, help.
+PROMETHEUS_METRICS = (
+    ("learntrack_stream_events", "counter", "events",
+     "Records read by the stream (valid + dead letters)."),
+    ("learntrack_stream_dead_letters", "counter", "deadLetters",
+     "Records sent to the dead-letter topic."),
+    ("learntrack_stream_duplicates", "counter", "duplicates",
+     "Events dropped as duplicates of an earlier eventId."),
+    ("learntrack_stream_batches", "counter", "batches", "Micro-batches written."),
+    ("learntrack_stream_last_batch_id", "gauge", "lastBatch",
+     "Id of the latest micro-batch."),
+    ("learntrack_stream_last_batch_seconds", "gauge", "lastSeconds",
+     "Duration of the latest micro-batch."),
+    ("learntrack_stream_events_per_second", "gauge", "eventsPerSecond",
+     "Records per second through the latest micro-batch."),
+    ("learntrack_stream_consumer_lag", "gauge", "lag",
+     "Records behind the topic's end after the latest micro-batch."),
+    ("learntrack_alerts", "gauge", "alerts", "Multi-region alerts raised."),
+    ("learntrack_students_scored", "gauge", "studentsScored",
+     "Students with an engagement score."),
+)  # fmt: skip
+
+
+def prometheus_text(totals: PipelineTotals) -> bytes:
+    """The pipeline's metrics in Prometheus' text format (a private registry)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.registry import Collector
+
+    values = totals.model_dump()
+
+    class Pipeline(Collector):
+        def collect(self) -> Any:
+            for name, kind, field, text in PROMETHEUS_METRICS:
+                value = values[field]
+                if value is None:
+                    continue
+                family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+                yield family(name, text, value=float(value))
+            if totals.lastAt is not None:
+                yield GaugeMetricFamily(
+                    "learntrack_stream_last_batch_timestamp_seconds",
+                    "When the latest micro-batch finished (Unix time).",
+                    value=totals.lastAt.timestamp(),
+                )
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Pipeline())
+    return generate_latest(registry)
 
 
 def _sink_probe(store: str, module: str, cls: str) -> Any:

@@ -46,6 +46,7 @@ from learntrack.sinks.mongo import (
 from learntrack.sinks.redis import RedisScoreSink
 from learntrack.streaming import aggregate, detect
 from learntrack.streaming.kafka_source import SOURCE_NAME, KafkaDataSource
+from learntrack.streaming.metrics import PipelineMetrics
 from learntrack.streaming.parse import make_parser, parsed_schema
 
 T = TypeVar("T")
@@ -117,6 +118,7 @@ class StreamJob:
         self._query: Any = None
         self._detect_query: Any = None
         self._lag_reader: Any = None
+        self.metrics = PipelineMetrics(settings, report=report)
 
     # -- sinks ---------------------------------------------------------------------
     def _driver_sinks(self) -> dict[str, Any]:
@@ -264,6 +266,7 @@ class StreamJob:
             if self._lag_reader is not None:
                 self._lag_reader.close()
                 self._lag_reader = None
+            self.metrics.close()
         return self.batches
 
     def _wait(self, queries: list[Any]) -> None:
@@ -339,6 +342,7 @@ class StreamJob:
         rep.lag = self._lag(ends)
         self.batches.append(rep)
         self.report(rep.line())
+        self.metrics.record(rep)  # Redis + Grafana Live; never raises
 
     def _write_valid(self, batch_id: int, valid: Any, rep: BatchReport) -> None:
 
