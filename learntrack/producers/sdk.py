@@ -191,8 +191,13 @@ class ActivityProducer:
         """Queue an already-serialized record, unvalidated.
 
         For trusted producers that validated upstream (the load generator, the
-        importer, the dead-letter writer). Course apps use :meth:`send`.
+        importer, the dead-letter writer). Course apps use :meth:`send`. A record
+        the client refuses outright (larger than ``message.max.bytes``, 1 MB by
+        default) raises :class:`ProducerError`; the broker's refusals are delivery
+        failures.
         """
+        from confluent_kafka import KafkaException
+
         if self._closed:
             msg = "producer is closed"
             raise ProducerError(msg)
@@ -203,6 +208,10 @@ class ActivityProducer:
                     self.topic, value=value, key=key, on_delivery=self._on_delivery
                 )
                 break
+            except KafkaException as err:
+                # Refused before queueing, e.g. larger than message.max.bytes.
+                msg = f"not queued ({len(value):,} bytes): {err.args[0].str()}"
+                raise ProducerError(msg) from err
             except BufferError:
                 if time.monotonic() >= deadline:
                     wait = self.settings.producer.queue_full_timeout_s

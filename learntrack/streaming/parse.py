@@ -61,12 +61,40 @@ def check_record(
 
 
 def _meta(value: dict[str, Any] | None) -> dict[str, str] | None:
+    """Metadata values as text (a JSON literal for non-strings).
+
+    Integers are written with ``str``: the contract allows any size, and orjson
+    refuses integers beyond 64 bits.
+    """
     if value is None:
         return None
-    return {
-        k: v if isinstance(v, str) else orjson.dumps(v).decode()
-        for k, v in value.items()
-    }
+    return {k: _meta_text(v) for k, v in value.items()}
+
+
+def _meta_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return orjson.dumps(value).decode()
+
+
+def _event_columns(event: ActivityEvent) -> tuple[Any, ...]:
+    """The event's values in the order of :data:`_EVENT_FIELDS`."""
+    return (
+        str(event.eventId),
+        event.studentId,
+        event.courseId,
+        event.action.value,
+        event.timestamp,
+        event.region,
+        event.sessionId,
+        event.device.value if event.device else None,
+        event.durationMs,
+        event.score,
+        _meta(event.metadata),
+        event.schemaVersion,
+    )
 
 
 def make_parser(settings: Settings) -> Callable[[Iterator[Any]], Iterator[Any]]:
@@ -92,27 +120,18 @@ def make_parser(settings: Settings) -> Callable[[Iterator[Any]], Iterator[Any]]:
                 # "Too far in the future" is judged against the broker's timestamp
                 # of the record, never the wall clock: a replay must decide the same.
                 ctx["now"] = stamp or _NO_STAMP
-                event, reason = check_record(key, value, ctx, max_bytes)
+                try:
+                    event, reason = check_record(key, value, ctx, max_bytes)
+                    row = _NO_EVENT if event is None else _event_columns(event)
+                except Exception as err:  # noqa: BLE001 - one record never stops a batch
+                    event, row = None, _NO_EVENT
+                    reason = f"event: unreadable: {type(err).__name__}: {err}"[:1000]
                 cols["ok"].append(event is not None)
                 cols["reason"].append(reason or None)
                 cols["key"].append(key)
                 cols["raw"].append(None if event is not None else value)
-                if event is None:
-                    for name in _EVENT_FIELDS:
-                        cols[name].append(None)
-                    continue
-                cols["eventId"].append(str(event.eventId))
-                cols["studentId"].append(event.studentId)
-                cols["courseId"].append(event.courseId)
-                cols["action"].append(event.action.value)
-                cols["timestamp"].append(event.timestamp)
-                cols["region"].append(event.region)
-                cols["sessionId"].append(event.sessionId)
-                cols["device"].append(event.device.value if event.device else None)
-                cols["durationMs"].append(event.durationMs)
-                cols["score"].append(event.score)
-                cols["metadata"].append(_meta(event.metadata))
-                cols["schemaVersion"].append(event.schemaVersion)
+                for name, item in zip(_EVENT_FIELDS, row, strict=True):
+                    cols[name].append(item)
             n = rb.num_rows
             cols["topic"] = rb.column("topic").to_pylist()
             cols["partition"] = rb.column("partition").to_pylist()
@@ -125,6 +144,7 @@ def make_parser(settings: Settings) -> Callable[[Iterator[Any]], Iterator[Any]]:
 
 
 _EVENT_FIELDS = tuple(ActivityEvent.model_fields)
+_NO_EVENT: tuple[Any, ...] = (None,) * len(_EVENT_FIELDS)
 #: Reference time for a record without a broker timestamp: no future check
 #: (still deterministic across replays).
 _NO_STAMP = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
