@@ -244,10 +244,16 @@ class Health(BaseModel):
 
 
 # -- dashboards ---------------------------------------------------------------
-class CourseList(BaseModel):
-    """Every course id seen in the activity log, sorted."""
+class CourseRef(BaseModel):
+    """A course (an object, so dashboards can read its id as a column)."""
 
-    courses: list[str]
+    courseId: str  # noqa: N815
+
+
+class CourseList(BaseModel):
+    """Every course seen in the activity log, sorted by id."""
+
+    courses: list[CourseRef]
 
 
 class CoursesEngagement(BaseModel):

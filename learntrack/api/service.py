@@ -33,6 +33,7 @@ from learntrack.api.models import (
     CourseDay,
     CourseEngagement,
     CourseList,
+    CourseRef,
     CoursesEngagement,
     Engagement,
     EventError,
@@ -479,7 +480,8 @@ class QueryService:
     def courses(self) -> CourseList:
         """Every course id in the activity log (a scan of the courseId index)."""
         found = self.db[ACTIVITIES].distinct("courseId")
-        return CourseList(courses=sorted(c for c in found if isinstance(c, str)))
+        ids = sorted(c for c in found if isinstance(c, str))
+        return CourseList(courses=[CourseRef(courseId=c) for c in ids])
 
     def courses_engagement(
         self, date_from: dt.date | None = None, date_to: dt.date | None = None
@@ -490,7 +492,7 @@ class QueryService:
         Cassandra read per course of the activity log.
         """
         date_from, date_to = _date_range(date_from, date_to)
-        courses = self.courses().courses
+        courses = [c.courseId for c in self.courses().courses]
         try:
             from learntrack.sinks.cassandra import read_course_engagement
         except ImportError as err:
@@ -558,7 +560,8 @@ class QueryService:
             above = "-inf" if i == 0 else f"({edges[i]!r}"
             pipe.zcount(key, above, repr(edges[i + 1]))
         counts = pipe.execute()
-        digits = 0 if top_anchor * factor >= bins * 10 else 2
+        width = top_anchor * factor / bins
+        digits = 0 if width >= 10 else 1 if width >= 1 else 2  # noqa: PLR2004
         result = []
         for i, count in enumerate(counts):
             low, high = edges[i] * factor, edges[i + 1] * factor

@@ -181,6 +181,13 @@
       xaxis: { automargin: true, type: x.type === "time" && !panel.horizontal ? "date" : undefined },
       yaxis: { automargin: true, rangemode: "tozero" },
     };
+    if (x.type === "time" && /\{from/.test(panel.url)) {
+      // A query bounded by the time range shows the whole range, data or not.
+      const given = values();
+      layout.xaxis.range = /\{from_date\}/.test(panel.url)
+        ? [`${given.from_date} 00:00`, `${given.to_date} 23:59`]
+        : [given.from, given.to];
+    }
     window.Plotly.react(node, traces(panel, rows), layout, {
       displayModeBar: false,
       responsive: true,
