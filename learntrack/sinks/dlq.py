@@ -25,6 +25,9 @@ from learntrack.errors import FatalSinkError, RetryableSinkError
 from learntrack.sinks.base import Sink
 
 Record = tuple[Any, Any, list[tuple[str, str | bytes | None]] | None]
+#: The producer's per-record limit before compression (the broker still applies the
+#: topic's ``max.message.bytes`` to the compressed batch).
+MAX_RECORD_BYTES = 64 * 1024 * 1024
 
 
 def commits_topic(settings: Settings, topic: str | None = None) -> str:
@@ -46,23 +49,42 @@ class TransactionalTopicSink(Sink):
         self.writer_id = writer_id
 
     def open(self) -> None:
-        """Create the marker topic, read committed markers, init transactions."""
-        from confluent_kafka import Producer
-
+        """Create the marker topic, init transactions, read committed markers."""
         self._ensure_commits_topic()
+        self._producer: Any = None
+        self._new_producer()
         self._done = self._committed_batches()
+        self._stale = False
+
+    def _new_producer(self) -> None:
+        """(Re)create the transactional producer.
+
+        ``init_transactions`` fences any earlier producer of this writer and
+        completes or aborts its open transaction, so a producer left in an error
+        state by a failed batch is replaced, never reused.
+        """
+        from confluent_kafka import KafkaException, Producer
+
+        old, self._producer = self._producer, None
+        if old is not None:
+            with contextlib.suppress(KafkaException):
+                old.abort_transaction(5)
         digest = hashlib.sha1(self.writer_id.encode()).hexdigest()[:12]  # noqa: S324
-        self._producer: Any = Producer(
+        producer = Producer(
             {
                 **self.settings.kafka.client_config(),
                 "transactional.id": f"learntrack-{self.name}-{digest}",
                 "enable.idempotence": True,
                 "acks": "all",
                 "linger.ms": 5,
+                # Records larger than the topic's 1 MB message limit reach the
+                # activity topic compressed; they must leave for the DLQ the same way.
+                "compression.type": "lz4",
+                "message.max.bytes": MAX_RECORD_BYTES,
             }
         )
-        self._producer.init_transactions(30)
-        self._stale = False
+        producer.init_transactions(30)
+        self._producer = producer
 
     def close(self) -> None:
         """Flush and drop the producer."""
@@ -82,12 +104,14 @@ class TransactionalTopicSink(Sink):
     def write_batch(self, batch_id: int, rows: Sequence[Any]) -> int:
         """Produce ``rows`` of ``batch_id`` once; returns how many were written.
 
-        After a failed attempt the committed markers are read again first: a commit
-        that timed out may still have succeeded, and must not be written twice.
+        After a failed attempt the producer is replaced and the committed markers
+        are read again first: a commit that timed out may still have succeeded,
+        and must not be written twice.
         """
         from confluent_kafka import KafkaException
 
         if self._stale:
+            self._new_producer()
             self._done = self._committed_batches()
             self._stale = False
         if batch_id in self._done:
