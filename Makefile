@@ -60,6 +60,9 @@ demo: setup ## Start the stack, run the pipeline on synthetic data, show the res
 	@echo "  $(LT) summary                 # top students, events, dead letters"
 	@echo "  $(LT) stack status            # servers, versions, memory"
 	@echo "  less $(DEMO_DIR)/truth.json   # what every store must end up with"
+	@echo
+	@echo "The dashboard (the same panels as grafana/) is served until Ctrl-C; make down stops the stack."
+	$(LT) api --dashboard-key
 
 lint: setup ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check learntrack tests

@@ -775,6 +775,13 @@ def test_openapi_declares_every_operation(client: TestClient) -> None:
         ("GET", "/alerts"),
         ("GET", "/courses/{course_id}/engagement"),
         ("GET", "/health"),
+        # The dashboards' data (docs/dashboards.md).
+        ("GET", "/courses"),
+        ("GET", "/courses/engagement"),
+        ("GET", "/engagement/distribution"),
+        ("GET", "/alerts/hourly"),
+        ("GET", "/pipeline/metrics"),
+        ("GET", "/metrics"),
     }
     post = schema["paths"]["/activities"]["post"]
     assert {"202", "401", "403", "413", "422"} <= set(post["responses"])

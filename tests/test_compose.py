@@ -21,6 +21,8 @@ from pydantic import BaseModel
 from learntrack.config import ENV_NESTED_DELIMITER, ENV_PREFIX, Settings, get_settings
 from learntrack.stack.credentials import GENERATED
 
+GRAFANA_PASSWORD = "LEARNTRACK_METRICS__GRAFANA_PASSWORD"
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "compose.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -443,6 +445,10 @@ def test_app_environment_builds_the_intended_settings(
             # Least privilege: only the query service holds the API keys.
             assert value is None, f"{name} must not get {variable}"
             continue
+        if variable == GRAFANA_PASSWORD and name != "learntrack-stream":
+            # Only the stream pushes to Grafana Live.
+            assert value is None, f"{name} must not get {variable}"
+            continue
         assert value is not None, f"{name} does not pass {variable}"
         assert value.get_secret_value() == f"secret-{variable}"
     uri = settings.mongo.connection_uri()
@@ -580,7 +586,13 @@ def test_infinity_reads_the_api_service_with_the_read_key_only(
     assert interpolated(grafana["LEARNTRACK_API__READ_KEY"]) == {
         "LEARNTRACK_API__READ_KEY"
     }
-    assert interpolated(grafana) == {"LEARNTRACK_API__READ_KEY"}
+    assert interpolated(grafana) == {
+        "LEARNTRACK_API__READ_KEY",
+        "LEARNTRACK_METRICS__GRAFANA_PASSWORD",
+    }
+    assert interpolated(grafana["GF_SECURITY_ADMIN_PASSWORD"]) == {
+        "LEARNTRACK_METRICS__GRAFANA_PASSWORD"
+    }
 
 
 def test_prometheus_scrapes_the_api_metrics_route(defaults: Settings) -> None:

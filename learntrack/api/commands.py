@@ -129,6 +129,13 @@ def register(app: typer.Typer, query_app: typer.Typer) -> None:  # noqa: C901, P
         port: Annotated[
             int | None, typer.Option(min=1, max=65535, help="Port (default 8000).")
         ] = None,
+        dashboard_key: Annotated[
+            bool,
+            typer.Option(
+                "--dashboard-key",
+                help="Print the /dashboard link with the read key in it.",
+            ),
+        ] = False,
     ) -> None:
         """Serve the query service (HTTP + OpenAPI at /docs) until Ctrl-C."""
         import uvicorn
@@ -143,6 +150,13 @@ def register(app: typer.Typer, query_app: typer.Typer) -> None:  # noqa: C901, P
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{shown}:{port}"
         console.print(f"LearnTrack API on {url}  (docs: {url}/docs)", highlight=False)
+        key = settings.api.read_key
+        fragment = (
+            f"#key={key.get_secret_value()}"
+            if dashboard_key and key is not None
+            else "#key=<LEARNTRACK_API__READ_KEY>"
+        )
+        console.print(f"dashboard: {url}/dashboard{fragment}", highlight=False)
         server = uvicorn.Server(
             uvicorn.Config(application, log_level="info", access_log=False)
         )
