@@ -14,15 +14,20 @@ Offsets are ``{"<partition>": <next offset>}`` and live in the query's checkpoin
 a restarted query resumes exactly where the last committed batch ended. Rows have the
 columns of Spark's own Kafka source (key, value, topic, partition, offset, timestamp),
 so switching to ``format("kafka")`` needs no downstream change.
+
+An unreachable broker is waited for, with backoff: by the planner for up to
+``retryMaxS`` seconds (default 600), by a reading executor for up to
+:data:`READ_STALL_S` without progress. Only then does the query fail.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
 from pyspark.sql.streaming.datasource import (
@@ -40,6 +45,13 @@ SCHEMA = (
     "timestamp timestamp"
 )
 ARROW_BATCH_ROWS = 10_000
+#: How long the planner waits for an unreachable broker (option ``retryMaxS``).
+RETRY_MAX_S = 600.0
+#: How long a reading executor waits without progress before failing its task.
+READ_STALL_S = 120.0
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class KafkaSourceError(LearnTrackError):
@@ -59,6 +71,46 @@ def _client_config(options: dict[str, str]) -> dict[str, Any]:
     return conf
 
 
+def _transient(err: Exception) -> bool:
+    """Whether a client error may pass once the broker is reachable again."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    if not isinstance(err, KafkaException) or not err.args:
+        return False
+    error = err.args[0]
+    if not isinstance(error, KafkaError) or error.fatal():
+        return False
+    return bool(error.retriable()) or error.code() in {
+        KafkaError._TRANSPORT,  # noqa: SLF001
+        KafkaError._TIMED_OUT,  # noqa: SLF001
+        KafkaError._ALL_BROKERS_DOWN,  # noqa: SLF001
+        KafkaError._RESOLVE,  # noqa: SLF001
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.BROKER_NOT_AVAILABLE,
+        KafkaError.REQUEST_TIMED_OUT,
+    }
+
+
+def _waiting_for_broker(what: str, fn: Callable[[], T], limit_s: float) -> T:
+    """Call ``fn``; while the broker is unreachable, retry with backoff.
+
+    Waits 0.5 s doubling to 10 s between attempts, for up to ``limit_s`` seconds,
+    then re-raises the last error.
+    """
+    deadline = time.monotonic() + limit_s
+    delay = 0.5
+    while True:
+        try:
+            return fn()
+        except Exception as err:
+            if not _transient(err) or time.monotonic() >= deadline:
+                raise
+            log.warning("%s: %s; retrying in %.1f s", what, err, delay)
+        time.sleep(delay)
+        delay = min(delay * 2, 10.0)
+
+
 @dataclass(frozen=True)
 class KafkaInputPartition(InputPartition):
     """One Kafka partition's offset range ``[start, end)`` (picklable)."""
@@ -74,7 +126,8 @@ class KafkaDataSource(DataSource):
 
     Options: ``subscribe`` (one topic), ``kafka.*`` (librdkafka settings, e.g.
     ``kafka.bootstrap.servers``), ``startingOffsets`` (``earliest`` | ``latest``),
-    ``maxOffsetsPerTrigger``, ``failOnDataLoss`` (default true).
+    ``maxOffsetsPerTrigger``, ``failOnDataLoss`` (default true), ``retryMaxS``
+    (how long to wait for an unreachable broker, default 600).
     """
 
     @classmethod
@@ -109,6 +162,7 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         max_rows = options.get("maxoffsetspertrigger")
         self.max_rows = int(max_rows) if max_rows else None
         self.fail_on_data_loss = options.get("failondataloss", "true") != "false"
+        self.retry_max_s = float(options.get("retrymaxs", RETRY_MAX_S))
         self._consumer: Any = None
         self._target: dict[str, int] | None = None
 
@@ -127,6 +181,14 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         return self._consumer
 
     def _watermarks(self) -> dict[str, tuple[int, int]]:
+        """(low, high) per partition, waiting out a broker that is unreachable."""
+        return _waiting_for_broker(
+            f"kafka {self.conf['bootstrap.servers']} (planning {self.topic})",
+            self._read_watermarks,
+            self.retry_max_s,
+        )
+
+    def _read_watermarks(self) -> dict[str, tuple[int, int]]:
         """(low, high) per partition; a clear error if the topic does not exist."""
         from confluent_kafka import TopicPartition
 
@@ -260,14 +322,20 @@ def read_range(
 
     consumer = _worker_consumer(conf)
     tp = TopicPartition(part.topic, part.partition, part.start)
-    try:
-        low, _high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
-    except KafkaException as err:
-        if err.args[0].code() != KafkaError._UNKNOWN_PARTITION:  # noqa: SLF001
-            raise
-        # A partition added since this (reused) consumer last fetched metadata.
-        consumer.list_topics(part.topic, timeout=10)
-        low, _high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+
+    def low_watermark() -> int:
+        try:
+            return int(consumer.get_watermark_offsets(tp, timeout=10, cached=False)[0])
+        except KafkaException as err:
+            if err.args[0].code() != KafkaError._UNKNOWN_PARTITION:  # noqa: SLF001
+                raise
+            # A partition added since this (reused) consumer last fetched metadata.
+            consumer.list_topics(part.topic, timeout=10)
+            return int(consumer.get_watermark_offsets(tp, timeout=10, cached=False)[0])
+
+    low = _waiting_for_broker(
+        f"kafka {tp.topic}[{tp.partition}]", low_watermark, READ_STALL_S
+    )
     start = part.start
     if start < low:
         if fail_on_data_loss:
@@ -283,12 +351,12 @@ def read_range(
     consumer.assign([TopicPartition(part.topic, part.partition, start)])
     try:
         batch = _Columns(part)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + READ_STALL_S
         done = False
         while not done:
             messages = consumer.consume(5000, timeout=1.0)
             if messages:
-                deadline = time.monotonic() + 120
+                deadline = time.monotonic() + READ_STALL_S
             elif time.monotonic() > deadline:
                 msg = f"timed out reading {part.topic}[{part.partition}] to {part.end}"
                 raise KafkaSourceError(msg)
@@ -331,7 +399,7 @@ class _Columns:
 
     def add(self, messages: list[Any]) -> bool:
         """Take messages in order; True once the range's end (or EOF) is reached."""
-        from confluent_kafka import KafkaError
+        from confluent_kafka import KafkaError, KafkaException
 
         end = self.part.end
         for m in messages:
@@ -339,6 +407,8 @@ class _Columns:
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:  # noqa: SLF001
                     return True
+                if _transient(KafkaException(err)):
+                    continue  # the broker went away; read_range waits for it
                 raise KafkaSourceError(str(err))
             offset = m.offset()
             if offset >= end:
