@@ -465,7 +465,11 @@ def query_multi_region(
     if span.total_seconds() <= 0:
         raise typer.BadParameter("--window must be positive")
     start = utc_iso(parse_since(since)) if since else ""
-    found = multi_region(get_settings(), span.total_seconds(), start, limit)
+    try:
+        found = multi_region(get_settings(), span.total_seconds(), start, limit)
+    except Exception as err:  # a driver error: one line, not a traceback
+        msg = f"graph query failed: {type(err).__name__}: {err}"
+        raise LearnTrackError(msg) from err
     if as_json:
         console.print_json(json.dumps(found))
         return
@@ -508,7 +512,22 @@ def eval_fraud(
 
     if not truth.is_file():
         raise typer.BadParameter(f"no such file: {truth}")
-    report = evaluate_stored(get_settings(), orjson.loads(truth.read_bytes()))
+    try:
+        data = orjson.loads(truth.read_bytes())
+        anomalies = data["anomalies"]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as err:
+        msg = f"{truth} is not a truth file of `learntrack generate` ({err})"
+        raise typer.BadParameter(msg) from err
+    if not isinstance(anomalies, list):
+        raise typer.BadParameter(f"{truth}: 'anomalies' is not a list")
+    try:
+        report = evaluate_stored(get_settings(), data)
+    except (KeyError, TypeError) as err:
+        msg = f"{truth}: an anomaly lacks a field ({err})"
+        raise typer.BadParameter(msg) from err
+    except Exception as err:  # a driver error: one line, not a traceback
+        msg = f"reading the alerts failed: {type(err).__name__}: {err}"
+        raise LearnTrackError(msg) from err
     if as_json:
         console.print_json(json.dumps(report.__dict__))
     else:

@@ -18,18 +18,21 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import orjson
 import pytest
+from hypothesis import strategies as st
 
 from learntrack.cli import main
 from learntrack.clients import mongo_client, redis_client
 from learntrack.config import Settings
+from learntrack.errors import LearnTrackError
 from learntrack.evaluate import evaluate, evaluate_stored, percentile
 from learntrack.producers import ActivityProducer
 from learntrack.sinks.alerts import ALERTS, REDIS_PREFIX, alert_doc, alert_sinks
 from learntrack.sinks.graph import multi_region
 from learntrack.stack.manager import Stack
-from learntrack.streaming.detect import Detector, alert_id
+from learntrack.streaming.detect import Detector, _closest_elsewhere, alert_id
 from learntrack.streaming.job import StreamJob
 from learntrack.topics import ensure_topics, read_topic
 from tests.test_stream import assert_matches_truth, isolated, publish_data
@@ -98,6 +101,48 @@ def test_state_is_pruned_behind_the_watermark_and_expires() -> None:
     assert d.expires_at(state, T0 + 45 * MIN) > T0 + 45 * MIN
 
 
+def _closest_by_scan(
+    seen: list[tuple[int, str, str, int]], ts: int, region: str
+) -> tuple[int, str, str, int] | None:
+    """The reference: scan every stored event (what the binary search replaces)."""
+    best = None
+    for other in seen:
+        if other[1] == region or abs(ts - other[0]) > W:
+            continue
+        if best is None or (abs(ts - other[0]), other[2]) < (
+            abs(ts - best[0]),
+            best[2],
+        ):
+            best = other
+    return best
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 240),
+            st.sampled_from(["EU", "US", "AF"]),
+            st.integers(0, 10**6),
+        ),
+        max_size=40,
+    ),
+    st.integers(0, 240),
+    st.sampled_from(["EU", "US", "AF"]),
+)
+def test_the_binary_search_finds_what_a_full_scan_finds(
+    stored: list[tuple[int, str, int]], minute: int, region: str
+) -> None:
+    seen = [ev(m, r, f"e{n:07d}") for m, r, n in stored]
+    by_region: dict[str, list[tuple[int, str, str, int]]] = {}
+    for e in sorted(seen):
+        by_region.setdefault(e[1], []).append(e)
+    ts = T0 + minute * MIN
+    assert _closest_elsewhere(by_region, region, ts, W) == _closest_by_scan(
+        seen, ts, region
+    )
+
+
 def test_evaluation_figures_are_computed_from_alerts_and_truth() -> None:
     now = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
 
@@ -144,6 +189,38 @@ def _use(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
 def _stored_alerts(settings: Settings) -> list[dict[str, Any]]:
     with mongo_client(settings) as client:
         return list(client[settings.mongo.database][ALERTS].find({}))
+
+
+def _check_cli(
+    truth: dict[str, Any],
+    anomalous: set[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`eval fraud` and `query multi-region` on the stored alerts and graph."""
+    truth_file = tmp_path / "truth.json"
+    truth_file.write_bytes(orjson.dumps(truth))
+    assert main(["eval", "fraud", "--truth", str(truth_file)]) == 0
+    out = capsys.readouterr().out
+    assert "100.00%" in out
+    assert "detection latency p99" in out
+    assert main(["query", "multi-region", "--window", "30m", "--json"]) == 0
+    listed = {row["studentId"] for row in json.loads(capsys.readouterr().out)}
+    assert listed == anomalous
+    # A window shorter than every injected gap finds fewer (or no) students.
+    assert main(["query", "multi-region", "--window", "1s", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) < len(anomalous)
+    assert main(["query", "multi-region", "--window", "soon"]) == 2  # noqa: PLR2004
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "invalid duration" in err
+    missing = str(tmp_path / "nope.json")
+    assert main(["eval", "fraud", "--truth", missing]) == 2  # noqa: PLR2004
+    assert "no such file" in capsys.readouterr().err
+    not_truth = tmp_path / "other.json"
+    not_truth.write_text("[1, 2]")
+    assert main(["eval", "fraud", "--truth", str(not_truth)]) == 2  # noqa: PLR2004
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a truth file" in err
 
 
 @pytest.mark.stack
@@ -200,23 +277,19 @@ def test_stream_alerts_equal_the_anomalies_in_every_store_and_the_cli_reports_th
     assert all(len(row["regions"]) >= 2 for row in found)  # noqa: PLR2004
 
     _use(monkeypatch, env)
-    truth_file = tmp_path / "truth.json"
-    truth_file.write_bytes(orjson.dumps(truth))
-    assert main(["eval", "fraud", "--truth", str(truth_file)]) == 0
-    out = capsys.readouterr().out
-    assert "100.00%" in out
-    assert "detection latency p99" in out
-    assert main(["query", "multi-region", "--window", "30m", "--json"]) == 0
-    listed = {row["studentId"] for row in json.loads(capsys.readouterr().out)}
-    assert listed == anomalous
-    # A window shorter than every injected gap finds fewer (or no) students.
-    assert main(["query", "multi-region", "--window", "1s", "--json"]) == 0
-    assert len(json.loads(capsys.readouterr().out)) < len(anomalous)
-    assert main(["query", "multi-region", "--window", "soon"]) == 2  # noqa: PLR2004
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "invalid duration" in err
-    missing = str(tmp_path / "nope.json")
-    assert main(["eval", "fraud", "--truth", missing]) == 2  # noqa: PLR2004
+    _check_cli(truth, anomalous, tmp_path, capsys)
+
+    # Losing only the detection checkpoint is refused too (its topic markers are
+    # keyed by batch id): restore it, or --reset.
+    orphan_dir = tmp_path / "orphan"
+    (orphan_dir / "stream" / "offsets").mkdir(parents=True)
+    orphan = settings.model_copy(
+        update={
+            "spark": settings.spark.model_copy(update={"checkpoint_dir": orphan_dir})
+        }
+    )
+    with pytest.raises(LearnTrackError, match="detect"):
+        StreamJob(orphan, report=lambda _l: None).start(spark)
 
 
 @pytest.mark.stack

@@ -26,8 +26,12 @@ def test_cap_prorates_the_budget_by_backlog_and_never_passes_the_end() -> None:
     # 153 waiting, 51 allowed: each partition moves a third of its backlog.
     assert capped == {"0": 33, "1": 27, "2": 5, "3": 1}
     assert _cap(begin, end, 1000) == end
-    tiny = _cap(begin, end, 2)  # fewer rows than partitions: the biggest go first
-    assert tiny == {"0": 1, "1": 11, "2": 5, "3": 0}
+    # Fewer rows than partitions: every partition with a backlog still moves (the
+    # cap is passed by a row) so none falls behind in event time.
+    tiny = _cap(begin, end, 2)
+    assert tiny == {"0": 1, "1": 11, "2": 5, "3": 1}
+    lopsided = _cap({"0": 0, "1": 0}, {"0": 10**12, "1": 3}, 1000)
+    assert lopsided == {"0": 999, "1": 1}
 
 
 def produce(

@@ -23,7 +23,9 @@ time seen (the watermark); later ones are dropped by Spark and not compared.
 
 from __future__ import annotations
 
+import bisect
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -94,20 +96,15 @@ class Detector:
         seen: list[Seen] = [tuple(e) for e in state["events"]]
         raised: list[list[Any]] = state["alerts"]
         known = {e[2] for e in seen}
+        by_region: dict[str, list[Seen]] = defaultdict(list)
+        for e in sorted(seen):
+            by_region[e[1]].append(e)
         out: list[tuple[Any, ...]] = []
         for event in sorted(events, key=lambda e: (e[0], e[2])):
             ts, region, eid, _ingest = event
             if eid in known:
                 continue  # the same event published twice
-            best: Seen | None = None
-            for other in seen:
-                if other[1] == region or abs(ts - other[0]) > w:
-                    continue
-                if best is None or (abs(ts - other[0]), other[2]) < (
-                    abs(ts - best[0]),
-                    best[2],
-                ):
-                    best = other
+            best = _closest_elsewhere(by_region, region, ts, w)
             if best is not None:
                 first, second = sorted((best, event), key=lambda e: (e[0], e[2]))
                 pair = sorted((first[1], second[1]))
@@ -133,6 +130,7 @@ class Detector:
                         )
                     )
             seen.append(event)
+            bisect.insort(by_region[region], event)
             known.add(eid)
         horizon = watermark_ms - w
         state["events"] = [list(e) for e in seen if e[0] >= horizon]
@@ -146,6 +144,33 @@ class Detector:
             default=watermark_ms,
         )
         return max(latest + self.window_ms, watermark_ms) + 1
+
+
+def _closest_elsewhere(
+    by_region: dict[str, list[Seen]], region: str, ts: int, window_ms: int
+) -> Seen | None:
+    """The stored event of another region nearest to ``ts`` within the window.
+
+    Each region's events are sorted by time, so this is a binary search per region
+    (not a scan of the student's events). Ties: the smaller eventId.
+    """
+    best: tuple[int, str] | None = None
+    found: Seen | None = None
+    for other, events in by_region.items():
+        if other == region or not events:
+            continue
+        i = bisect.bisect_left(events, (ts,))
+        candidates = []
+        if i < len(events):
+            candidates.append(events[i])  # first at or after ts (smallest eventId)
+        if i > 0:
+            before = events[i - 1][0]
+            candidates.append(events[bisect.bisect_left(events, (before,))])
+        for cand in candidates:
+            key = (abs(ts - cand[0]), cand[2])
+            if key[0] <= window_ms and (best is None or key < best):
+                best, found = key, cand
+    return found
 
 
 def make_stateful_fn(
@@ -187,7 +212,8 @@ def make_stateful_fn(
             state.setTimeoutTimestamp(detector.expires_at(current, watermark))
         else:
             state.remove()
-        yield pd.DataFrame.from_records(rows, columns=columns)
+        if rows:
+            yield pd.DataFrame.from_records(rows, columns=columns)
 
     return detect
 
@@ -196,8 +222,8 @@ def _epoch_ms(series: Any) -> list[int]:
     """Epoch milliseconds of a pandas datetime column (naive = UTC)."""
     import pandas as pd
 
-    stamps = pd.to_datetime(series, utc=True)
-    return [int(v) // 1_000_000 for v in stamps.astype("int64").tolist()]
+    stamps = pd.to_datetime(series, utc=True).dt.as_unit("ms")
+    return [int(v) for v in stamps.astype("int64").tolist()]
 
 
 def alerts_stream(settings: Settings, valid: Any) -> Any:
@@ -205,8 +231,16 @@ def alerts_stream(settings: Settings, valid: Any) -> Any:
     from pyspark.sql.streaming.state import GroupStateTimeout
 
     lateness = int(settings.detect.lateness_s)
+    # The watermark follows the newest event time, so an event dated ahead of its
+    # broker time by more than the lateness would make every other event "late"
+    # (blinding detection for hours): such events, and records without a broker
+    # time, are not compared (they still reach every other store).
     return (
         valid.select("studentId", "eventId", "timestamp", "region", "kafkaTimestamp")
+        .where(
+            "kafkaTimestamp IS NOT NULL AND "
+            f"timestamp <= kafkaTimestamp + INTERVAL {lateness} SECONDS"
+        )
         .withWatermark("timestamp", f"{lateness} seconds")
         .groupBy("studentId")
         .applyInPandasWithState(

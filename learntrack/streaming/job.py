@@ -181,20 +181,30 @@ class StreamJob:
         )
 
     def _refuse_orphan_state(self) -> None:
-        """A lost checkpoint restarts batch ids at 0, which the fences would misread."""
-        if (self.checkpoint / "offsets").exists():
-            return
-        from learntrack.clients import mongo_client
+        """A lost checkpoint restarts batch ids at 0, which the fences would misread.
 
+        The same holds for the detection query: its alert topic's commit markers
+        are keyed by batch id.
+        """
+        from learntrack.clients import mongo_client
+        from learntrack.sinks.alerts import ALERTS
+
+        checks = [(self.checkpoint, "students", {"streamBatch": {"$exists": True}})]
+        if self.settings.detect.enabled:
+            checks.append((self.detect_checkpoint, ALERTS, {}))
+        missing = [c for c in checks if not (c[0] / "offsets").exists()]
+        if not missing:
+            return
         with mongo_client(self.settings) as client:
             db = client[self.settings.mongo.database]
-            orphaned = db["students"].find_one({"streamBatch": {"$exists": True}})
-        if orphaned is not None:
-            msg = (
-                f"stream state exists but its checkpoint {self.checkpoint} is missing: "
-                "restore the checkpoint, or start over with `learntrack stream --reset`"
-            )
-            raise LearnTrackError(msg)
+            for checkpoint, collection, query in missing:
+                if db[collection].find_one(query) is not None:
+                    msg = (
+                        f"stream state exists but its checkpoint {checkpoint} is "
+                        "missing: restore the checkpoint, or start over with "
+                        "`learntrack stream --reset`"
+                    )
+                    raise LearnTrackError(msg)
 
     def start(self, spark: Any) -> Any:
         """Start the queries (returns the fan-out's StreamingQuery)."""

@@ -445,9 +445,10 @@ def _cap(begin: dict[str, int], end: dict[str, int], max_rows: int) -> dict[str,
     """Limit the total range to ``max_rows``, prorated by each partition's backlog.
 
     Like Spark's own Kafka source: every partition advances by the same share of
-    what it has waiting, so partitions holding the same span of event time move
-    through it together (an even split would let a small partition run hours
-    ahead in event time, and the watermark would turn the others' events late).
+    what it has waiting (at least one row), so partitions holding the same span of
+    event time move through it together (an even split would let a small
+    partition run hours ahead in event time, and the watermark would turn the
+    others' events late).
     Remainders go to the largest fractions, ties to the lowest partition.
     """
     avail = {p: end[p] - begin[p] for p in end}
@@ -455,8 +456,11 @@ def _cap(begin: dict[str, int], end: dict[str, int], max_rows: int) -> dict[str,
     if total <= max_rows:
         return end
     exact = {p: max_rows * a / total for p, a in avail.items()}
-    take = {p: int(x) for p, x in exact.items()}
-    left = max_rows - sum(take.values())
+    # A share below one row is rounded up, as Spark's Kafka source does (the cap
+    # may be passed by a few rows): otherwise a small partition would read nothing
+    # until the big ones are drained, and fall hours behind in event time.
+    take = {p: 1 if 0 < x < 1 else int(x) for p, x in exact.items()}
+    left = max(0, max_rows - sum(take.values()))
     by_fraction = sorted(avail, key=lambda p: (-(exact[p] - take[p]), int(p)))
     for p in by_fraction[:left]:
         take[p] += 1
