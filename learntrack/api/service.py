@@ -18,6 +18,7 @@ import datetime as dt
 import logging
 import re
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -127,6 +128,10 @@ def to_utc(value: dt.datetime, field: str) -> dt.datetime:
         raise InvalidQueryError(field, "is out of range") from None
 
 
+#: How long a /health answer is reused (seconds).
+HEALTH_TTL_S = 5.0
+
+
 class QueryService:
     """Answers the query service's operations from the stores.
 
@@ -143,6 +148,8 @@ class QueryService:
         self._redis: Any = None
         self._producer: Any = None
         self._cassandra: tuple[Any, Any] | None = None
+        self._health_lock = threading.Lock()
+        self._health: tuple[float, Health] | None = None
 
     # -- clients --------------------------------------------------------------
     @property
@@ -457,7 +464,20 @@ class QueryService:
 
     # -- health ---------------------------------------------------------------
     def health(self) -> Health:
-        """Every store's status from its sink's probe (run in parallel)."""
+        """Every store's status from its sink's probe (run in parallel).
+
+        ``/health`` needs no key, so the answer is kept for ``HEALTH_TTL_S``: a
+        client polling it in a loop cannot open connections faster than that.
+        """
+        with self._health_lock:
+            cached = self._health
+            if cached is not None and time.monotonic() - cached[0] < HEALTH_TTL_S:
+                return cached[1]
+            result = self._probe_all()
+            self._health = (time.monotonic(), result)
+            return result
+
+    def _probe_all(self) -> Health:
         probes = [
             _sink_probe("mongo", "learntrack.sinks.mongo", "MongoActivitySink"),
             _sink_probe("redis", "learntrack.sinks.redis", "RedisScoreSink"),
