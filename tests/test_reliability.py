@@ -127,7 +127,7 @@ class StreamProcess:
             self.eof = True
             self._changed.notify_all()
 
-    def output(self, last: int = 60) -> str:
+    def output(self, last: int = 150) -> str:
         """The last ``last`` lines (for failure messages)."""
         with self._changed:
             return "\n".join(self.lines[-last:])
@@ -283,59 +283,76 @@ def test_kill_9_at_random_moments_and_sigterm_lose_nothing_count_nothing_twice(
 SINK_SERVERS = ("mongo", "redis", "graph")
 
 
+def hold_outage(stream: StreamProcess, name: str, limit_s: float = 300) -> None:
+    """Keep a store down until no batch has completed for ``OUTAGE_S`` seconds.
+
+    With a backlog, every batch needs every store: a batch that got past the
+    store before it stopped may still finish, the next one cannot. Batches that
+    keep completing while the store is down fail the test.
+    """
+    stopped = time.monotonic()
+    seen, quiet_since = len(stream.batches()), stopped
+    while time.monotonic() - quiet_since < OUTAGE_S:
+        assert stream.proc.poll() is None, stream.output()
+        if len(stream.batches()) != seen:
+            seen, quiet_since = len(stream.batches()), time.monotonic()
+        if time.monotonic() - stopped > limit_s:
+            pytest.fail(f"batches kept completing while {name} was down")
+        time.sleep(0.5)
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(1500)
+@pytest.mark.timeout(1800)
 def test_store_outages_are_retried_with_backoff_and_resumed(
     spark: Any, stack: Stack, prefix: str, tmp_path: Path
 ) -> None:
     settings, env = isolated(
-        prefix, tmp_path, LEARNTRACK_STREAM__MAX_OFFSETS_PER_TRIGGER="1500"
+        prefix, tmp_path, LEARNTRACK_STREAM__MAX_OFFSETS_PER_TRIGGER="400"
     )
     StreamJob(settings, report=lambda _l: None).reset()
-    data = dataset(settings, 8000, seed=22, bad_ratio=0.01)
+    data = dataset(settings, 6000, seed=22, bad_ratio=0.01)
     truth = build_truth(data)
-    records = list(delivery_stream(data))
-    parts = [records[i::4] for i in range(4)]  # four interleaved slices
-    publish_records(settings, parts[0])
+    publish_records(settings, list(delivery_stream(data)))  # a backlog of ~15 batches
 
     stream = StreamProcess(env, "--trigger", "500ms")
-    outages: dict[str, tuple[int, int]] = {}
+    marks: dict[str, int] = {}
     try:
-        published = len(parts[0])
-        stream.wait_rows(published, 600)
-        for name, part in zip(SINK_SERVERS, parts[1:], strict=True):
-            stream.wait_rows(published, 600)  # idle: the next batch needs the store
-            before = len(stream.batches())
+        stream.wait_batches(1, 600, "the first batch")
+        for name in SINK_SERVERS:
             stop_server(stack, name)
+            marks[name] = len(stream.lines)
             try:
-                publish_records(settings, part)  # a batch now needs the stopped store
-                published += len(part)
-                down_since = time.monotonic()
-                while time.monotonic() - down_since < OUTAGE_S:
-                    assert stream.proc.poll() is None, stream.output()
-                    time.sleep(0.5)
-                during = len(stream.batches())
+                hold_outage(stream, name)
             finally:
                 stack.up(only=[name], report=lambda _m: None)
-            outages[name] = (before, during)
-            stream.wait_batches(during + 1, 300, f"a batch after {name} came back")
-        wait_until_verified(settings, truth, stream, 600)
+            done = len(stream.batches())
+            stream.wait_batches(done + 1, 300, f"a batch after {name} came back")
+        wait_until_verified(settings, truth, stream, 900)
         assert stream.stop() == 0, stream.output()
     finally:
         stream.close()
 
-    text = "\n".join(stream.lines)
-    for name, (before, during) in outages.items():
-        # While a store was down no batch completed: none was skipped or half-done.
-        assert during == before, (name, before, during, stream.output())
-    # Backoff: the waits double from 0.5 s (up to 10 s), never a tight loop. (The
-    # graph driver and the executors' MongoDB writes first retry on their own.)
-    delays = [
-        float(d) for d in re.findall(r"^redis: .*retrying in ([\d.]+) s", text, re.M)
-    ]
-    assert delays[:4] == [0.5, 1.0, 2.0, 4.0], delays
+    log.info("stream output:\n%s", "\n".join(stream.lines))
+
+    def backoff(name: str, sink: str) -> list[float]:
+        """The waits announced by the retry loop of ``sink`` during ``name``'s outage."""
+        text = "\n".join(stream.lines[marks[name] :])
+        pattern = rf"^{re.escape(sink)}: .*retrying in ([\d.]+) s"
+        return [float(d) for d in re.findall(pattern, text, re.M)]
+
+    # Backoff on the driver: the waits double from 0.5 s (up to 10 s), never a
+    # tight loop, in the fan-out's sink or the alerts' (whichever met the outage
+    # first). The graph driver also retries on its own first, and the executors'
+    # MongoDB writes retry inside the batch (without a line).
+    assert [0.5, 1.0, 2.0] in (
+        backoff("redis", "redis")[:3],
+        backoff("redis", "alerts.redis")[:3],
+    ), stream.output()
+    graph_retries = backoff("graph", "graph") + backoff("graph", "alerts.graph")
+    driver_retries = [x for x in stream.lines if "will be retried in" in x]
+    assert graph_retries or driver_retries, stream.output()
     assert_consecutive(stream)
-    assert "Traceback" not in text
+    assert "Traceback" not in "\n".join(stream.lines)
     assert_matches_truth(settings, truth, spark)
 
 
