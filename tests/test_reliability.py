@@ -335,7 +335,7 @@ def test_store_outages_are_retried_with_backoff_and_resumed(
     log.info("stream output:\n%s", "\n".join(stream.lines))
 
     def backoff(name: str, sink: str) -> list[float]:
-        """The waits announced by the retry loop of ``sink`` during ``name``'s outage."""
+        """The waits announced by ``sink``'s retry loop during ``name``'s outage."""
         text = "\n".join(stream.lines[marks[name] :])
         pattern = rf"^{re.escape(sink)}: .*retrying in ([\d.]+) s"
         return [float(d) for d in re.findall(pattern, text, re.M)]
