@@ -21,10 +21,12 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import Depends, FastAPI, Path, Query, Request, Security
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from learntrack import __version__
@@ -198,6 +200,15 @@ def _events_body(max_events: int) -> dict[str, Any]:
     }
 
 
+#: FastAPI's answer (400) to a body it cannot decode, and what LearnTrack says.
+_UNDECODABLE_BODY = "There was an error parsing the body"
+_UNDECODABLE_BODY_ERROR = {
+    "type": "json_invalid",
+    "loc": ["body"],
+    "msg": "invalid JSON: the body is not UTF-8",
+}
+
+
 def _body_error(message: str, kind: str = "value_error") -> RequestValidationError:
     return RequestValidationError(
         [{"type": kind, "loc": ("body",), "msg": message, "input": None}]
@@ -277,6 +288,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:  # noqa: C901, PLR0
     @app.exception_handler(UnavailableError)
     async def _unavailable(_request: Request, err: UnavailableError) -> JSONResponse:
         return JSONResponse({"detail": str(err)}, 503)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, err: StarletteHTTPException) -> Response:
+        # FastAPI answers 400 for a body it cannot decode (not UTF-8); the contract
+        # (and POST /activities) says 422 for any body that is not valid JSON.
+        if err.status_code == 400 and err.detail == _UNDECODABLE_BODY:  # noqa: PLR2004
+            return JSONResponse({"detail": [_UNDECODABLE_BODY_ERROR]}, 422)
+        return await http_exception_handler(request, err)
 
     def store_down(store: str) -> Callable[[Request, Exception], Awaitable[Any]]:
         async def handler(_request: Request, err: Exception) -> JSONResponse:
