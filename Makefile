@@ -76,6 +76,9 @@ format: setup ## Apply ruff's fixes and formatting
 test: setup lint ## Run the full test suite against a real local stack
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+soak: setup ## The long fault-injection runs (kill -9 during 200k events; docs/reliability.md)
+	LEARNTRACK_SOAK=1 $(BIN)/pytest tests/test_reliability.py $(PYTEST_ARGS)
+
 nightly: setup ## The nightly batch: yesterday's lake -> Cassandra (re-run a day: learntrack batch --date D)
 	$(LT) batch --yesterday
 
@@ -85,4 +88,4 @@ bench: setup ## Benchmarks (writes docs/benchmarks.md); BENCH_ARGS=--quick for a
 clean: down ## Stop the stack and delete all local state (.learntrack*)
 	rm -rf .learntrack .learntrack-test*
 
-.PHONY: help setup up down status demo lint format test nightly bench clean
+.PHONY: help setup up down status demo lint format test soak nightly bench clean
