@@ -7,8 +7,8 @@ the DLQ and the alerts; 0 lost, 0 counted twice):
 
 - crashes: ``kill -9`` of the whole ``learntrack stream`` process group at random
   moments, and one SIGTERM, with a restart after each;
-- sink outages: MongoDB, Redis, then the graph server stopped for ~20 s each while
-  the stream runs;
+- sink outages: MongoDB, Redis, then the graph server stopped while the stream
+  works through a backlog, each for at least 20 s and until the stream met it;
 - a broker outage: the producer SDK and the API report every failed event, the
   stream waits and resumes;
 - bad input: >= 10,000 malformed raw records straight to the topic, each in the
@@ -449,6 +449,9 @@ def test_broker_outage_fails_producers_loudly_and_the_stream_waits(
         assert stream.stop() == 0, stream.output()
     finally:
         stream.close()
+    # The source said it was waiting for the broker (and with what backoff).
+    waits = [x for x in stream.lines if "(planning " in x and "retrying in" in x]
+    assert waits, stream.output()
     assert_consecutive(stream)
     assert_matches_truth(settings, truth, spark)
 
