@@ -651,7 +651,7 @@ def bench(  # noqa: PLR0913
     only: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated sections: raw, producers, legacy, stream, "
+            help="Comma-separated sections: raw, producers, stream, legacy, "
             "queries, batch (default: all)."
         ),
     ] = None,

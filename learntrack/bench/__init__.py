@@ -32,15 +32,16 @@ from learntrack.errors import LearnTrackError
 __all__ = ["SECTIONS", "Figure", "Section", "run"]
 
 #: key -> (module, what it measures). Order is run order: raw limits first, the
-#: stream while the stores are small, the 5M-row sections last.
+#: stream while the stores are small (legacy compares with its rate), the 5M-row
+#: sections last.
 SECTIONS: dict[str, tuple[str, str]] = {
     "raw": ("learntrack.bench.raw", "raw limits of each store and the Spark source"),
     "producers": ("learntrack.bench.producers", "generator and SDK publish rates"),
-    "legacy": ("learntrack.bench.legacy", "the original per-event path vs ours"),
     "stream": (
         "learntrack.bench.stream",
         "sustained end-to-end rate, freshness, scaling, a micro-batch profile",
     ),
+    "legacy": ("learntrack.bench.legacy", "the original per-event path vs ours"),
     "queries": ("learntrack.bench.queries", "latest-20 and profile update at 5M"),
     "batch": ("learntrack.bench.batch", "a 5M-event day to Cassandra vs DuckDB"),
 }
