@@ -1,0 +1,111 @@
+"""The bench's own logic (pure): section choice, figures and targets, the report.
+
+Benchmarks measure and never assert timings; these tests check the code that turns
+samples into figures and figures into docs/benchmarks.*, not any speed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from learntrack.bench import SECTIONS, parse_only
+from learntrack.bench.core import (
+    DEFAULT_PORT_OFFSET,
+    PORTS,
+    Figure,
+    Section,
+    bench_env,
+    percentile,
+    write,
+)
+from learntrack.errors import LearnTrackError
+from tests.test_cli import run_cli
+
+
+def test_sections_are_chosen_in_run_order_and_unknown_names_refused() -> None:
+    assert parse_only(None) == list(SECTIONS)
+    assert parse_only("batch, raw") == ["raw", "batch"]  # run order, not typed order
+    with pytest.raises(LearnTrackError, match="unknown bench section nope: choose"):
+        parse_only("raw,nope")
+    with pytest.raises(LearnTrackError, match="unknown bench section"):
+        parse_only(" , ")
+
+
+def test_figure_is_median_with_spread_and_judges_its_target() -> None:
+    f = Figure.of("rate", "events/s", [30.0, 10.0, 20.0], at_least=15)
+    assert (f.median, f.low, f.high, f.runs) == (20.0, 10.0, 30.0, 3)
+    assert (f.target, f.met) == (">= 15.0", True)
+    g = Figure.of("p99", "ms", [7.0, 6.0, 9.0], at_most=5)
+    assert (g.median, g.target, g.met) == (7.0, "<= 5.00", False)
+    h = Figure.of("plain", "s", [1.5])
+    assert (h.target, h.met) == ("", None)
+
+
+@pytest.mark.parametrize(
+    ("q", "expected"), [(0.0, 1.0), (0.5, 50.0), (0.99, 99.0), (1.0, 100.0)]
+)
+def test_percentile_by_nearest_rank(q: float, expected: float) -> None:
+    values = [float(v) for v in range(100, 0, -1)]  # unsorted on purpose
+    assert percentile(values, q) == pytest.approx(expected, abs=1.0)
+    assert percentile([], q) == 0.0
+
+
+def test_bench_stack_has_its_own_dir_and_shifted_ports(tmp_path: Path) -> None:
+    env = bench_env(tmp_path, 123)
+    assert env["LEARNTRACK_DATA_DIR"] == str(tmp_path)
+    assert {
+        k: int(env[f"LEARNTRACK_{k}"]) - v for k, v in PORTS.items()
+    } == dict.fromkeys(PORTS, 123)
+    default = bench_env(tmp_path)
+    assert int(default["LEARNTRACK_KAFKA__PORT"]) == 9092 + DEFAULT_PORT_OFFSET
+
+
+def test_report_has_every_figure_target_verdict_and_failed_sections(
+    tmp_path: Path,
+) -> None:
+    ok = Section(
+        "raw",
+        "Raw limits",
+        [
+            Figure.of("mongo insert_many", "docs/s", [50_000.0, 40_000.0, 60_000.0]),
+            Figure.of("latest-20 p99", "ms", [6.0, 7.0, 8.0], at_most=5),
+        ],
+        text=["| a | b |", "|---|---|"],
+        seconds=12.0,
+    )
+    failed = Section("batch", "Batch", error="cassandra unreachable")
+    info = {
+        "cores": 2,
+        "memory_gib": 23.5,
+        "cpu": "x",
+        "python": "3.11",
+        "load_avg_at_start": [0.5, 0.4, 0.3],
+        "versions": {"pyspark": "4.3.0"},
+    }
+    write([ok, failed], tmp_path, quick=True, info=info)
+    md = (tmp_path / "benchmarks.md").read_text()
+    assert "| mongo insert_many | 50,000 docs/s | 40,000 | 60,000 | 3 |  |  |" in md
+    assert "| latest-20 p99 | 7.00 ms | 6.00 | 8.00 | 3 | <= 5.00 | **no** |" in md
+    assert "**Not measured**: cassandra unreachable" in md
+    assert "quick run" in md
+    assert "| a | b |" in md
+    data = orjson.loads((tmp_path / "benchmarks.json").read_bytes())
+    assert data["quick"] is True
+    assert data["machine"]["cores"] == 2
+    assert [s["key"] for s in data["sections"]] == ["raw", "batch"]
+    assert data["sections"][0]["figures"][1]["met"] is False
+    assert data["sections"][1]["error"] == "cassandra unreachable"
+
+
+def test_bad_bench_arguments_are_one_line_before_any_server_starts() -> None:
+    result = run_cli("bench", "--only", "raw,warp")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "learntrack: unknown bench section warp: choose from " + ", ".join(SECTIONS)
+    ]
+    result = run_cli("bench", "--port-offset", "0")
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
