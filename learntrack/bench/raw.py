@@ -13,14 +13,16 @@ compared with. Every figure is a median of ``ctx.runs`` runs with its spread:
 4. the graph: ``UNWIND $rows ... MERGE`` batches shaped like the graph sink's
    access upserts, for new students and for students that exist;
 5. Cassandra: prepared INSERTs through ``execute_concurrent``;
-6. the Spark Kafka source alone (our Python data source, available-now, a
-   ``noop`` sink): the run's one SparkSession, so this process is the driver.
+6. the Spark Kafka source alone (our Python data source as the stream job builds
+   it, available-now, a ``noop`` sink), timed inside the query's triggers after a
+   warm-up query: the run's one SparkSession, so this process is the driver.
 
 Nothing here touches what the stream writes: a bench topic, a scratch collection,
 keys under ``benchraw:``, graph nodes whose ids start with ``benchraw-`` (deleted by
-id through the unique indexes), a scratch Cassandra table. Everything is deleted at
-the end, also after a failure. Medians go to ``ctx.results["raw.<name>"]``
-(``raw.mongo_insert_rate`` is what the stream section compares with).
+id through the unique indexes), a scratch Cassandra table (and the keyspace, if
+it had to be created). Everything is deleted at the end, also after a failure.
+Medians go to ``ctx.results["raw.<name>"]`` (``raw.mongo_insert_rate`` is what the
+stream section compares with).
 """
 
 from __future__ import annotations
