@@ -136,3 +136,25 @@ def test_jvm_source_without_the_connector_says_how_to_fix_it(
     jvm = get_settings(stream={"source": "jvm"}, data_dir=tmp_path)
     with pytest.raises(LearnTrackError, match="LEARNTRACK_STREAM__SOURCE=python"):
         StreamJob(jvm, report=lambda _l: None).source(spark)
+
+
+@pytest.mark.parametrize(
+    ("code", "transient"),
+    [
+        ("_TRANSPORT", True),
+        ("_DESTROY_BROKER", True),  # the broker stopped under a watermark request
+        ("_ALL_BROKERS_DOWN", True),
+        ("UNKNOWN_TOPIC_OR_PART", False),
+        ("TOPIC_AUTHORIZATION_FAILED", False),
+    ],
+)
+def test_broker_errors_that_pass_are_waited_out_and_others_raise(
+    code: str, transient: bool
+) -> None:
+    from confluent_kafka import KafkaError, KafkaException
+
+    from learntrack.streaming.kafka_source import _transient
+
+    error = KafkaException(KafkaError(getattr(KafkaError, code)))
+    assert _transient(error) is transient
+    assert _transient(ValueError("not a client error")) is False

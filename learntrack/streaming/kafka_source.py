@@ -22,6 +22,7 @@ An unreachable broker is waited for, with backoff: by the planner for up to
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -85,6 +86,9 @@ def _transient(err: Exception) -> bool:
         KafkaError._TIMED_OUT,  # noqa: SLF001
         KafkaError._ALL_BROKERS_DOWN,  # noqa: SLF001
         KafkaError._RESOLVE,  # noqa: SLF001
+        # The broker went away under a request (seen when it stops mid-call):
+        # the handle is gone, the client is not; a fresh client retries below.
+        KafkaError._DESTROY_BROKER,  # noqa: SLF001
         KafkaError.LEADER_NOT_AVAILABLE,
         KafkaError.NOT_LEADER_FOR_PARTITION,
         KafkaError.BROKER_NOT_AVAILABLE,
@@ -184,9 +188,24 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         """(low, high) per partition, waiting out a broker that is unreachable."""
         return _waiting_for_broker(
             f"kafka {self.conf['bootstrap.servers']} (planning {self.topic})",
-            self._read_watermarks,
+            self._read_watermarks_afresh_on_error,
             self.retry_max_s,
         )
+
+    def _read_watermarks_afresh_on_error(self) -> dict[str, tuple[int, int]]:
+        """:meth:`_read_watermarks`; after a failure the next call gets a new client.
+
+        A client whose broker handle was destroyed mid-request may keep failing;
+        the planner's consumer is cheap to rebuild.
+        """
+        try:
+            return self._read_watermarks()
+        except Exception:
+            if self._consumer is not None:
+                with contextlib.suppress(Exception):
+                    self._consumer.close()
+                self._consumer = None
+            raise
 
     def _read_watermarks(self) -> dict[str, tuple[int, int]]:
         """(low, high) per partition; a clear error if the topic does not exist."""
