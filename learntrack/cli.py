@@ -679,7 +679,8 @@ def bench(  # noqa: PLR0913
         data_dir=data_dir.resolve(),
         port_offset=port_offset,
         keep_stack=keep_stack,
-        report=console.print,
+        # Plain text: "[raw] ..." is not rich markup.
+        report=lambda line: console.print(line, markup=False, highlight=False),
     )
     table = Table("section", "what", "median", "min", "max", "target", title="Bench")
     for s in sections:

@@ -1031,3 +1031,38 @@ def test_learntrack_api_without_keys_is_one_line(tmp_path: Any) -> None:
     assert len(lines) == 1
     assert "LEARNTRACK_API__READ_KEY" in lines[0]
     assert "learntrack stack up" in lines[0]
+
+
+def test_the_api_socket_is_tcp_so_responses_are_not_held_back() -> None:
+    """asyncio sets TCP_NODELAY on accepted connections only when the listening
+    socket's protocol is IPPROTO_TCP; with 0, every response waited for the
+    client's delayed ACK (~40 ms, found by the queries benchmark)."""
+    import asyncio
+    import socket
+
+    from learntrack.api.commands import _listen
+
+    sock = _listen("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+        sock.listen()
+        port = sock.getsockname()[1]
+
+        async def accepted_nodelay() -> int:
+            seen: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+            def on_client(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+                conn = w.get_extra_info("socket")
+                seen.set_result(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                w.close()
+
+            server = await asyncio.start_server(on_client, sock=sock)
+            async with server:
+                _r, w = await asyncio.open_connection("127.0.0.1", port)
+                value = await asyncio.wait_for(seen, 10)
+                w.close()
+            return value
+
+        assert asyncio.run(accepted_nodelay()) != 0
+    finally:
+        sock.close()

@@ -96,8 +96,11 @@ def _listen(host: str, port: int) -> socket.socket:
     except socket.gaierror as err:
         msg = f"cannot listen on {host}:{port}: {err.strerror}"
         raise ConfigError(msg) from None
-    family, _, _, _, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    family, _, proto, _, address = infos[0]
+    # The protocol must be IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted
+    # connections only then, and without it every response waited ~40 ms for the
+    # client's delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, proto or socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
