@@ -28,13 +28,19 @@ from a thread of the bench (:mod:`learntrack.bench.stream_load`).
    second region's event to its alert in MongoDB ``alerts``, by polling every
    0.1 s (:class:`learntrack.bench.stream_load.Probe`).
 3. **Scaling.** Drain rate of a pre-published backlog by ``learntrack stream
-   --available-now`` with 1 or 2 Spark cores and 3 or 6 partitions: rows over
-   the wall-clock time between the first and the last batch line (the first
-   batch pays for starting Python workers). A capacity estimate in bigger
-   batches, not a sustained rate.
-4. **Where time goes.** Per-sink seconds of the batch reports (parse + dedup =
-   the batch minus its sinks), averaged over the steady batches of the highest
-   sustained step and of the drain, and the cores each process used meanwhile.
+   --available-now`` with 1 or 2 Spark cores, 3 or 6 partitions, and with the
+   detection query off: rows over the wall-clock time between the first and the
+   last batch line (the first batch pays for starting Python workers). A
+   capacity estimate in bigger batches, not a sustained rate.
+4. **Where time goes.** Per-sink seconds of the batch reports (the rest = the
+   batch minus its sinks), averaged over the steady batches of the highest
+   sustained step and of the drain, the cores each process used meanwhile, and
+   the before/after of the change the profile led to
+   (:mod:`learntrack.bench.stream_profile`).
+
+Everything the section creates (topics, the MongoDB database, the Redis db,
+checkpoints, graph nodes, the lake) is deleted after each run; the streams are
+stopped by PID with SIGTERM. Their output is kept in ``<work>/stream/*.log``.
 """
 
 from __future__ import annotations
@@ -48,6 +54,15 @@ from typing import Any
 
 from learntrack.bench.core import BenchContext, Figure, Section, percentile
 from learntrack.bench.stream_load import Load, Probe, Published
+from learntrack.bench.stream_profile import (
+    REST,
+    DedupAB,
+    changed_text,
+    cores_table,
+    dedup_figures,
+    profile_table,
+    run_dedup_ab,
+)
 from learntrack.bench.stream_run import (
     BatchLine,
     CpuMeter,
@@ -76,8 +91,12 @@ DRAIN_OK_S = 10.0
 #: Longest wait for a backlog before the next step (the ladder ends if exceeded).
 DRAIN_MAX_S = 180.0
 #: Partitions and cores of the scaling runs; the first is the default setup.
-SCALING = (("local[2]", 6), ("local[1]", 6), ("local[2]", 3))
-SINKS = ("mongo", "lake", "students", "redis", "graph", "dlq")
+SCALING = (
+    ("local[2]", 6, True),
+    ("local[1]", 6, True),
+    ("local[2]", 3, True),
+    ("local[2]", 6, False),  # what the detection query costs
+)
 
 
 @dataclass
@@ -153,6 +172,7 @@ class Drain:
 
     master: str
     partitions: int
+    detect: bool
     backlog: int
     per_batch: int
     batches: list[BatchLine]
@@ -171,9 +191,9 @@ class Drain:
     def label(self) -> str:
         """``2 cores, 6 partitions``."""
         cores = self.master.removeprefix("local[").removesuffix("]")
-        return (
-            f"{cores} core{'s' if cores != '1' else ''}, {self.partitions} partitions"
-        )
+        plural = "s" if cores != "1" else ""
+        label = f"{cores} core{plural}, {self.partitions} partitions"
+        return label if self.detect else f"{label}, detection off"
 
 
 # -- the ladder -------------------------------------------------------------------
@@ -379,20 +399,23 @@ def _report_step(ctx: BenchContext, step: Step) -> None:
 
 
 # -- scaling --------------------------------------------------------------------------
-def run_drain(ctx: BenchContext, load: Load, master: str, partitions: int) -> Drain:
+def run_drain(
+    ctx: BenchContext, load: Load, master: str, partitions: int, detect: bool = True
+) -> Drain:
     """Pre-publish a backlog, then ``learntrack stream --available-now`` over it."""
     from learntrack.producers import ActivityProducer
 
     backlog = 30_000 if ctx.quick else 100_000
     per_batch = 7_500 if ctx.quick else 20_000
     cores = master.removeprefix("local[").removesuffix("]")
-    tag = f"drain-{cores}c-{partitions}p"
+    tag = f"drain-{cores}c-{partitions}p" + ("" if detect else "-nodetect")
     settings, env = isolated(
         ctx,
         tag,
         LEARNTRACK_SPARK__MASTER=master,
         LEARNTRACK_KAFKA__PARTITIONS=str(partitions),
         LEARNTRACK_STREAM__MAX_OFFSETS_PER_TRIGGER=str(per_batch),
+        LEARNTRACK_DETECT__ENABLED=str(detect).lower(),
     )
     try:
         prepare(settings)
@@ -406,13 +429,10 @@ def run_drain(ctx: BenchContext, load: Load, master: str, partitions: int) -> Dr
             proc = StreamProcess(env, ["--available-now"], log=log)
             try:
                 proc.start(ctx.env)
-                meter = CpuMeter(ctx.settings, proc.pid)
-                before = meter.snapshot()
-                started = time.monotonic()
-                code = proc.wait_exit(900)
-                used = CpuMeter.cores(
-                    before, meter.snapshot(), time.monotonic() - started
-                )
+                snaps = CpuMeter(ctx.settings, proc.pid).sample_until_exit(proc, 900)
+                code = proc.wait_exit(60)
+                done = [b.at for b in proc.batches if b.rows]
+                used = CpuMeter.between(snaps, done[0], done[-1]) if done else {}
             finally:
                 proc.stop()
             if code == 0:
@@ -422,7 +442,7 @@ def run_drain(ctx: BenchContext, load: Load, master: str, partitions: int) -> Dr
             ctx.report("stream: the drain failed while starting, once more")
     finally:
         cleanup(settings)
-    return Drain(master, partitions, backlog, per_batch, proc.batches, used)
+    return Drain(master, partitions, detect, backlog, per_batch, proc.batches, used)
 
 
 def run_scaling(ctx: BenchContext, drains: list[Drain]) -> None:
@@ -430,8 +450,8 @@ def run_scaling(ctx: BenchContext, drains: list[Drain]) -> None:
     load = Load(ctx.settings, events_per_cycle=50_000)
     load.build()
     for _run in range(1 if ctx.quick else ctx.runs):
-        for master, partitions in SCALING:
-            drain = run_drain(ctx, load, master, partitions)
+        for master, partitions, detect in SCALING:
+            drain = run_drain(ctx, load, master, partitions, detect)
             drains.append(drain)
             ctx.report(f"stream: drain, {drain.label}: {drain.rate:,.0f} rows/s")
 
@@ -470,65 +490,6 @@ def ladder_table(ladder: Ladder) -> list[str]:
             f"{s.max_lag:,} | {drained} | {_pcts(s.mongo)} | {_pcts(s.redis)} | "
             f"{alert} | {s.verdict} |"
         )
-    return lines
-
-
-def profile(batches: list[BatchLine]) -> dict[str, float]:
-    """Mean seconds per batch of each sink and of parse + dedup, and rows."""
-    if not batches:
-        return {}
-    out = {k: statistics.fmean([b.sinks.get(k, 0.0) for b in batches]) for k in SINKS}
-    total = statistics.fmean([b.seconds for b in batches])
-    out["parse + dedup + rest"] = max(0.0, total - sum(out.values()))
-    out["batch"] = total
-    out["rows"] = statistics.fmean([b.rows for b in batches])
-    return out
-
-
-def profile_table(columns: list[tuple[str, list[BatchLine]]]) -> list[str]:
-    """Per-sink ms per batch (and share) for each set of batches."""
-    profiles = [(name, profile(b)) for name, b in columns if b]
-    if not profiles:
-        return []
-    head = "| part of a micro-batch | " + " | ".join(
-        f"{name}: ms (share), µs/row" for name, _p in profiles
-    )
-    lines = [head + " |", "|---" + "|---:" * len(profiles) + "|"]
-    for part in (*SINKS, "parse + dedup + rest", "batch"):
-        cells = []
-        for _name, p in profiles:
-            share = p[part] / p["batch"] if p["batch"] else 0
-            per_row = p[part] / p["rows"] * 1e6 if p["rows"] else 0
-            cells.append(f"{_ms(p[part])} ({share:.0%}), {per_row:,.0f}")
-        lines.append(f"| {part} | " + " | ".join(cells) + " |")
-    rows = " | ".join(f"{p['rows']:,.0f}" for _n, p in profiles)
-    lines.append(f"| rows per batch | {rows} |")
-    return lines
-
-
-def cores_table(columns: list[tuple[str, dict[str, float]]]) -> list[str]:
-    """Cores busy per process while measuring."""
-    if not columns:
-        return []
-    roles = [
-        "stream",
-        "kafka",
-        "mongo",
-        "redis",
-        "graph",
-        "cassandra",
-        "bench",
-        "other",
-    ]
-    lines = [
-        "| process | " + " | ".join(name for name, _c in columns) + " |",
-        "|---" + "|---:" * len(columns) + "|",
-    ]
-    for role in roles:
-        cells = [f"{c.get(role, 0.0):.2f}" for _n, c in columns]
-        lines.append(f"| {role} | " + " | ".join(cells) + " |")
-    total = [f"{sum(c.values()):.2f}" for _n, c in columns]
-    lines.append("| total (of 2 cores) | " + " | ".join(total) + " |")
     return lines
 
 
@@ -656,7 +617,9 @@ def _scaling_part(drains: list[Drain], section: Section) -> None:
     ]
 
 
-def _profile_part(ladder: Ladder, drains: list[Drain], section: Section) -> None:
+def _profile_part(
+    ladder: Ladder, drains: list[Drain], dedup: DedupAB | None, section: Section
+) -> None:
     best = ladder.best()
     columns = []
     cpu = []
@@ -665,29 +628,39 @@ def _profile_part(ladder: Ladder, drains: list[Drain], section: Section) -> None
         cpu.append((f"ladder at {best.rate:,.0f}/s", best.cores))
     if drains:
         columns.append(("drain", [b for b in drains[0].batches[1:] if b.rows]))
-        cpu.append((f"drain, {drains[0].label}", drains[0].cores))
-    if not columns:
-        return
+        cpu += [(f"drain, {d.label}", d.cores) for d in drains if d.detect][:1]
+        cpu += [(f"drain, {d.label}", d.cores) for d in drains if not d.detect][:1]
+    if dedup is not None:
+        section.figures += dedup_figures(dedup)
     section.text += [
         "### Where time goes",
         "",
         "Mean milliseconds per micro-batch of each sink (from the batch "
-        "reports), parse + dedup + the rest = batch time minus the sinks; "
-        "share of the batch; microseconds per row.",
+        f"reports), {REST} = the batch minus its sinks (Spark work that belongs "
+        "to no sink: reading and parsing the records, the counts, the "
+        "de-duplication, the per-student aggregation); share of the batch; "
+        "microseconds per row.",
         "",
         *profile_table(columns),
         "",
-        "Cores busy per process (CPU seconds / wall seconds; `stream` is the "
-        "Spark driver JVM, its Python workers and the CLI process; `bench` the "
-        "producer thread and the probes; `other` anything else on the machine):",
+        "Cores busy per process while measuring (CPU seconds / wall seconds; "
+        "`stream` is the `learntrack stream` process tree: Spark's JVM, its Python "
+        "workers, the driver's Python; `bench` the producer thread and the "
+        "probes; `other` everything else on the machine):",
         "",
         *cores_table(cpu),
+        "",
+        *changed_text(dedup),
         "",
     ]
 
 
 def build_section(
-    ctx: BenchContext, ladder: Ladder, drains: list[Drain], errors: list[str]
+    ctx: BenchContext,
+    ladder: Ladder,
+    drains: list[Drain],
+    dedup: DedupAB | None,
+    errors: list[str],
 ) -> Section:
     """Figures and text from what was measured."""
     section = Section(
@@ -697,7 +670,7 @@ def build_section(
         _ladder_part(ctx, ladder, section)
     if drains:
         _scaling_part(drains, section)
-    _profile_part(ladder, drains, section)
+    _profile_part(ladder, drains, dedup, section)
     section.text += [f"**Not measured**: {e}" for e in errors]
     return section
 
@@ -706,12 +679,14 @@ def run(ctx: BenchContext) -> Section:
     """The ladder (with freshness), then the scaling runs; cleans up after each."""
     ladder = Ladder()
     drains: list[Drain] = []
+    dedup: list[DedupAB] = []
     errors: list[str] = []
     aside = set_lake_aside(ctx.settings)
     try:
         for what, part in (
             ("ladder", lambda: run_ladder(ctx, ladder)),
             ("scaling", lambda: run_scaling(ctx, drains)),
+            ("dedup before/after", lambda: dedup.append(run_dedup_ab(ctx))),
         ):
             try:
                 part()
@@ -720,4 +695,4 @@ def run(ctx: BenchContext) -> Section:
                 errors.append(f"{what}: {err}")
     finally:
         restore_lake(ctx.settings, aside)
-    return build_section(ctx, ladder, drains, errors)
+    return build_section(ctx, ladder, drains, dedup[0] if dedup else None, errors)

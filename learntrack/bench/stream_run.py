@@ -425,10 +425,11 @@ def _machine_ticks() -> int:
 class CpuMeter:
     """CPU seconds by role: the stream, each server, the bench, everything else.
 
-    The stream is the ``learntrack stream`` process and all its descendants (the
-    Spark JVM and its Python workers); each server is its process tree, found by
-    the stack's PID files; the bench is this process (producer thread and probes);
-    "other" is the machine's busy time minus all of those (other users' work).
+    The stream is the ``learntrack stream`` process (the driver's Python) and its
+    descendants, split into the Spark JVM and the Python workers; each server is
+    its process tree, found by the stack's PID files; the bench is this process
+    (producer thread and probes); "other" is the machine's busy time minus all of
+    those (other users' work).
     """
 
     SERVERS = ("kafka", "mongo", "redis", "graph", "cassandra")
@@ -451,19 +452,55 @@ class CpuMeter:
         children: dict[int, list[int]] = collections.defaultdict(list)
         for pid, (ppid, _t) in table.items():
             children[ppid].append(pid)
-        out: dict[str, float] = {}
+        out: dict[str, float] = collections.defaultdict(float)
         for role, root in self.roots.items():
-            ticks, todo = 0, [root]
+            todo = [root]
             while todo:
                 pid = todo.pop()
-                if pid in table:
-                    ticks += table[pid][1]
                 todo += children.get(pid, [])
-            out[role] = ticks / self.tick
+                if pid in table:
+                    out[self._role(role, root, pid)] += table[pid][1] / self.tick
         me = table.get(os.getpid(), (0, 0))[1]
         out["bench"] = me / self.tick
         out["machine"] = _machine_ticks() / self.tick
-        return out
+        return dict(out)
+
+    @staticmethod
+    def _role(role: str, root: int, pid: int) -> str:
+        """The stream's processes by kind: Spark's JVM, Python workers, driver."""
+        if role != "stream":
+            return role
+        if pid == root:
+            return "stream: driver (Python)"
+        try:
+            exe = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
+        except OSError:
+            return "stream: Python workers"
+        if exe.endswith(b"java"):
+            return "stream: Spark JVM"
+        return "stream: Python workers"
+
+    def sample_until_exit(
+        self, proc: StreamProcess, timeout_s: float
+    ) -> list[tuple[float, dict[str, float]]]:
+        """Snapshots every 0.5 s while ``proc`` runs (its CPU vanishes at exit)."""
+        snaps = []
+        deadline = time.monotonic() + timeout_s
+        while proc.running() and time.monotonic() < deadline:
+            snaps.append((time.monotonic(), self.snapshot()))
+            time.sleep(0.5)
+        return snaps
+
+    @staticmethod
+    def between(
+        snaps: list[tuple[float, dict[str, float]]], start: float, end: float
+    ) -> dict[str, float]:
+        """Cores busy per role from the snapshots closest inside [start, end]."""
+        inside = [s for s in snaps if start <= s[0] <= end] or snaps[-2:]
+        if len(inside) < 2:  # noqa: PLR2004
+            return {}
+        (t0, first), (t1, last) = inside[0], inside[-1]
+        return CpuMeter.cores(first, last, max(t1 - t0, 1e-9))
 
     @staticmethod
     def cores(

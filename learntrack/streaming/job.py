@@ -325,9 +325,13 @@ class StreamJob:
             rep.invalid = sum(r["n"] for r in stats if not r["ok"])
             for r in stats:
                 ends[r["partition"]] = max(ends.get(r["partition"], 0), r["last"] + 1)
-            unique = _first_copy_of_each_event(parsed.where("ok")).persist()
-            rep.duplicates = rep.valid - unique.count()
-            valid = unique
+            valid = parsed.where("ok")
+            distinct = valid.select("eventId").distinct().count() if rep.valid else 0
+            rep.duplicates = rep.valid - distinct
+            if rep.duplicates:
+                # Only then the full-row shuffle that picks one copy of each event.
+                unique = _first_copy_of_each_event(valid).persist()
+                valid = unique
             if rep.invalid:
                 bad = parsed.where("NOT ok").select(
                     "key",
