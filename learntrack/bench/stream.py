@@ -626,6 +626,10 @@ def _profile_part(
     if best is not None:
         columns.append((f"ladder at {best.rate:,.0f}/s", best.steady_batches()))
         cpu.append((f"ladder at {best.rate:,.0f}/s", best.cores))
+    elif ladder.fresh is not None:  # nothing sustained: the 5k step, as it went
+        name = f"ladder at {ladder.fresh.rate:,.0f}/s (not sustained)"
+        columns.append((name, ladder.fresh.batches))
+        cpu.append((name, ladder.fresh.cores))
     if drains:
         columns.append(("drain", [b for b in drains[0].batches[1:] if b.rows]))
         cpu += [(f"drain, {d.label}", d.cores) for d in drains if d.detect][:1]

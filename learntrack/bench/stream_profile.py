@@ -182,8 +182,12 @@ def changed_text(ab: DedupAB | None) -> list[str]:
         "as Arrow batches), the detection query reading and parsing every record a "
         "second time (the detection-off drain shows its cost), and the graph "
         "sink's parameters packed by the pure-Python Bolt encoder of the `neo4j` "
-        "driver (its optional Rust extension does that natively). Each is a "
-        "larger change to the streaming job or its dependencies than this "
-        "benchmark should make on its own.",
+        "driver (its optional Rust extension does that natively). And a batch "
+        "of a thousand rows can take about as long as one of tens of thousands: "
+        "a batch runs about ten Spark jobs one after another, and with Spark's "
+        "default FIFO scheduler they queue behind the detection query's tasks on "
+        "the two task slots (FAIR scheduling with one pool per query is the "
+        "thing to try). Each is a larger change to the streaming job or its "
+        "dependencies than this benchmark should make on its own.",
     ]
     return lines
