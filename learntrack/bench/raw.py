@@ -514,6 +514,23 @@ def bench_graph(
 
 
 # -- Cassandra ------------------------------------------------------------------------
+def _scratch_cql(keyspace: str, table: Any) -> dict[str, str]:
+    """The scratch table's statements (driver side).
+
+    Only identifiers are interpolated: the keyspace is validated by the settings (a
+    plain identifier), the table and its columns are constants of the code; every
+    value is a bound ``?`` parameter.
+    """
+    columns = ", ".join(c.name for c in table.columns)
+    marks = ", ".join("?" for _ in table.columns)
+    name = f"{keyspace}.{table.name}"
+    return {
+        "insert": f"INSERT INTO {name} ({columns}) VALUES ({marks})",  # noqa: S608
+        "drop_table": f"DROP TABLE {name}",
+        "drop_keyspace": f"DROP KEYSPACE {keyspace}",
+    }
+
+
 def bench_cassandra(settings: Settings, count: int, runs: int) -> Figure:
     """Prepared INSERTs of engagement-shaped rows through execute_concurrent."""
     from cassandra import AlreadyExists
@@ -533,6 +550,7 @@ def bench_cassandra(settings: Settings, count: int, runs: int) -> Figure:
     cluster, session = cassandra_session(settings)
     made_keyspace = False
     table = dataclasses.replace(ENGAGEMENT, name=CASSANDRA_TABLE)
+    cql = _scratch_cql(keyspace, table)
     rates = []
     try:
         _version, dialect = server_dialect(session)
@@ -542,15 +560,11 @@ def bench_cassandra(settings: Settings, count: int, runs: int) -> Figure:
         except AlreadyExists:
             pass
         try:
-            session.execute(f"DROP TABLE {keyspace}.{CASSANDRA_TABLE}")
+            session.execute(cql["drop_table"])
         except ConfigurationException:  # not there: the normal case
             pass
         session.execute(table.create_cql(keyspace, dialect))
-        columns = ", ".join(c.name for c in table.columns)
-        marks = ", ".join("?" for _ in table.columns)
-        insert = session.prepare(
-            f"INSERT INTO {keyspace}.{CASSANDRA_TABLE} ({columns}) VALUES ({marks})"  # noqa: S608
-        )
+        insert = session.prepare(cql["insert"])
         first = dt.date(2026, 1, 1)
         for run in range(runs):
             params = [
@@ -573,9 +587,9 @@ def bench_cassandra(settings: Settings, count: int, runs: int) -> Figure:
     finally:
         try:
             if made_keyspace:
-                session.execute(f"DROP KEYSPACE {keyspace}")
+                session.execute(cql["drop_keyspace"])
             else:
-                session.execute(f"DROP TABLE {keyspace}.{CASSANDRA_TABLE}")
+                session.execute(cql["drop_table"])
         finally:
             cluster.shutdown()
     return Figure.of(
