@@ -105,24 +105,14 @@ def _rate(count: int, seconds: float) -> float:
 
 # -- the broker ---------------------------------------------------------------------
 def producer_config(settings: Settings) -> dict[str, Any]:
-    """The SDK's producer configuration (see ``ActivityProducer.__init__``).
+    """The SDK's producer configuration, asking for failure reports only.
 
     Delivery reports are asked for failures only: a raw figure pays no Python
     callback per message; completeness is checked on the watermarks instead.
     """
-    p = settings.producer
-    return {
-        **settings.kafka.client_config(),
-        "enable.idempotence": True,
-        "acks": "all",
-        "linger.ms": p.linger_ms,
-        "compression.type": p.compression,
-        "delivery.timeout.ms": p.delivery_timeout_ms,
-        "queue.buffering.max.messages": p.queue_max_messages,
-        "batch.num.messages": 10_000,
-        "partitioner": "murmur2_random",
-        "delivery.report.only.error": True,
-    }
+    from learntrack.producers.sdk import producer_config as sdk_config
+
+    return {**sdk_config(settings), "delivery.report.only.error": True}
 
 
 def _fresh_topic(settings: Settings, name: str) -> None:

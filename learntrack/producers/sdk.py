@@ -86,6 +86,27 @@ class DeliveryFailure:
 ErrorCallback = Callable[[DeliveryFailure], None]
 
 
+def producer_config(settings: Settings) -> dict[str, Any]:
+    """The client settings of every LearnTrack producer: idempotent, ``acks=all``.
+
+    Used by :class:`ActivityProducer` (in the producing process) and by the raw
+    broker benchmark, so both measure the same client.
+    """
+    p = settings.producer
+    return {
+        **settings.kafka.client_config(),
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": p.linger_ms,
+        "compression.type": p.compression,
+        "delivery.timeout.ms": p.delivery_timeout_ms,
+        "queue.buffering.max.messages": p.queue_max_messages,
+        "batch.num.messages": 10_000,
+        # Same key -> same partition as Java clients (Kafka's default murmur2).
+        "partitioner": "murmur2_random",
+    }
+
+
 class ActivityProducer:
     """Publishes activity events to ``learntrack.activity``, keyed by studentId.
 
@@ -117,20 +138,7 @@ class ActivityProducer:
         self.topic = topic or self.settings.topics.activity
         self._context = self.settings.event_context()
         self._on_error = on_error
-        p = self.settings.producer
-        conf: dict[str, Any] = {
-            **self.settings.kafka.client_config(),
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": p.linger_ms,
-            "compression.type": p.compression,
-            "delivery.timeout.ms": p.delivery_timeout_ms,
-            "queue.buffering.max.messages": p.queue_max_messages,
-            "batch.num.messages": 10_000,
-            # Same key -> same partition as Java clients (Kafka's default murmur2).
-            "partitioner": "murmur2_random",
-            **(config or {}),
-        }
+        conf = {**producer_config(self.settings), **(config or {})}
         self._producer = Producer(conf)
         self._lock = threading.Lock()
         self._failures: deque[DeliveryFailure] = deque(maxlen=self.MAX_KEPT_FAILURES)
