@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from learntrack.bench.core import PORTS
 from learntrack.config import Settings
 from learntrack.stack.manager import Stack
 
@@ -26,20 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Ports of the test stack: the defaults shifted by LEARNTRACK_TEST_PORT_OFFSET
 #: (default 10000), so two checkouts can test side by side.
 OFFSET = int(os.environ.get("LEARNTRACK_TEST_PORT_OFFSET", "10000"))
-_PORTS = {
-    "KAFKA__PORT": 9092,
-    "MONGO__PORT": 27017,
-    "REDIS__PORT": 6379,
-    "GRAPH__BOLT_PORT": 7687,
-    "GRAPH__HTTP_PORT": 2480,
-    "CASSANDRA__PORT": 9042,
-    "CASSANDRA__RPC_PORT": 9160,
-    "CASSANDRA__STORAGE_PORT": 7000,
-    "CASSANDRA__SSL_STORAGE_PORT": 7001,
-    "SPARK__MASTER_PORT": 7077,
-    "SPARK__MASTER_WEBUI_PORT": 8080,
-    "SPARK__WORKER_WEBUI_PORT": 8081,
-}
+_PORTS = PORTS  # the same table the bench stack shifts
 TEST_ENV = {
     "LEARNTRACK_DATA_DIR": os.environ.get(
         "LEARNTRACK_TEST_DATA_DIR", str(ROOT / ".learntrack-test")
