@@ -471,6 +471,36 @@ def test_a_course_without_events_loses_its_row_and_missing_days_stay(
     assert all_rows(private, set(on_day) | {gone}, [next_day]) == next_rows
 
 
+def test_dedup_counts_a_copied_folder_once_and_foreign_actions_show_as_other(
+    spark: Any, private: Settings, prefix: str
+) -> None:
+    data, truth = generate(prefix, dt.datetime(2025, 7, 1, tzinfo=dt.UTC), 1000, 9)
+    days = truth_days(truth)
+    write_lake(spark, private, data.events, batch=0)
+    lake = lake_path(private)
+    for day in days:  # a batch folder copied by hand: every event twice
+        folder = lake / f"date={day}"
+        shutil.copytree(folder / "batch=0", folder / "batch=7")
+    trusted = run_batch(private, spark, days)  # the stream's lake is trusted
+    assert trusted.events == 2000
+    result = run_batch(private, spark, days, dedup=True)
+    assert result.events == 1000
+    assert_equals_truth(private, truth)
+    # An action the stream never writes (it validates) is counted, as "other".
+    day = _day_of(data.events[0])
+    course = data.events[0][3]
+    ts = data.events[0][0]
+    odd: Event = (ts, "0b4e28ba-2fa1-41d2-883f-0016d3cca427", f"{prefix}odd", course,
+                  "teleport", "EU", "s-odd", "web", 0, None)  # fmt: skip
+    write_lake(spark, private, [odd], batch=8)
+    (before,) = read_course_engagement(private, course, day, day)
+    run_batch(private, spark, [day], dedup=True)
+    (after,) = read_course_engagement(private, course, day, day)
+    assert after["count"] == before["count"] + 1
+    assert after["actions"] == {**before["actions"], "other": 1}
+    assert sum(after["actions"].values()) == after["count"]
+
+
 def _day_of(event: Event) -> dt.date:
     return dt.datetime.fromtimestamp(event[0] / 1000, dt.UTC).date()
 

@@ -81,6 +81,13 @@ def batch(  # noqa: PLR0917 - typer passes options as parameters
     cluster: Annotated[
         bool, typer.Option("--cluster", help="Run on the local standalone cluster.")
     ] = False,
+    dedup: Annotated[
+        bool,
+        typer.Option(
+            "--dedup",
+            help="Count each eventId once (for lakes not written by the stream).",
+        ),
+    ] = False,
 ) -> None:
     """Aggregate days of the lake into Cassandra's daily course engagement.
 
@@ -133,7 +140,12 @@ def batch(  # noqa: PLR0917 - typer passes options as parameters
                 progress.update(task, advance=1, description=f"wrote {day.date}")
 
             result = run_batch(
-                settings, spark, present, on_stage=on_stage, on_day=on_day
+                settings,
+                spark,
+                present,
+                on_stage=on_stage,
+                on_day=on_day,
+                dedup=dedup,
             )
     finally:
         if owned:

@@ -141,11 +141,21 @@ def plan(
 
 
 # -- aggregation (Spark) -----------------------------------------------------------
-def aggregate(spark: Any, lake: Path, days: list[dt.date]) -> list[CourseDay]:
+def aggregate(
+    spark: Any, lake: Path, days: list[dt.date], *, dedup: bool = False
+) -> list[CourseDay]:
     """One row per (course, day) of ``days`` from the lake (runs a Spark job).
 
-    Events are counted once per eventId (the lake already holds each once; this
-    keeps a hand-copied file from counting twice).
+    One pass: per (course, day), the event count, the distinct students and one
+    conditional count per action (the actions are a closed set, see
+    :class:`learntrack.events.Action`), so Spark shuffles only its partial
+    aggregates and the (course, day, student) keys of the distinct count.
+
+    The stream writes each event to the lake exactly once (a replayed batch rewrites
+    its own folder; an event published again is dropped before the lake), so
+    ``dedup`` is off by default. Turn it on for a lake assembled by other means
+    (files copied by hand, another writer): events are then counted once per
+    eventId, at the price of a shuffle of every event.
     """
     from pyspark.sql import functions as F  # noqa: N812
 
@@ -160,22 +170,25 @@ def aggregate(spark: Any, lake: Path, days: list[dt.date]) -> list[CourseDay]:
             "action",
             F.col("date").cast("string").alias("day"),
         )
-        .dropDuplicates(["eventId"])
     )
-    keys = ["courseId", "day"]
-    # Two levels, no join: per action (count, its students), then per course-day.
-    per_action = events.groupBy(*keys, "action").agg(
-        F.count(F.lit(1)).alias("n"), F.collect_set("studentId").alias("students")
-    )
-    per_day = per_action.groupBy(*keys).agg(
-        F.sum("n").alias("count"),
-        F.size(F.array_distinct(F.flatten(F.collect_list("students")))).alias("active"),
-        F.map_from_entries(F.collect_list(F.struct("action", "n"))).alias("acts"),
+    if dedup:
+        events = events.dropDuplicates(["eventId"])
+    actions = list(Action)
+    per_day = events.groupBy("courseId", "day").agg(
+        F.count(F.lit(1)).alias("count"),
+        F.countDistinct("studentId").alias("active"),
+        *(
+            F.count(F.when(F.col("action") == a.value, 1)).alias(f"a{i}")
+            for i, a in enumerate(actions)
+        ),
     )
     rows = []
     for r in per_day.collect():  # one row per course and day: small
-        acts = {str(a): int(n) for a, n in r["acts"].items()}
         count, active = int(r["count"]), int(r["active"])
+        acts = {a.value: int(r[f"a{i}"]) for i, a in enumerate(actions) if r[f"a{i}"]}
+        other = count - sum(acts.values())
+        if other:  # not written by our stream (its events are validated)
+            acts["other"] = other
         rows.append(
             CourseDay(
                 course_id=r["courseId"],
@@ -198,13 +211,15 @@ def run_batch(
     *,
     on_stage: Callable[[str], None] | None = None,
     on_day: Callable[[DayResult], None] | None = None,
+    dedup: bool = False,
 ) -> BatchResult:
     """Aggregate ``days`` of the lake into Cassandra; replace each day's rows.
 
     Runs on the driver; Spark does the reading and aggregating. Cassandra is
     connected (and the schema created if missing) before Spark starts reading, so
     a store that is down fails fast. ``on_stage`` gets a short line per stage,
-    ``on_day`` each day's result as soon as it is written.
+    ``on_day`` each day's result as soon as it is written. ``dedup`` counts events
+    once per eventId (see :func:`aggregate`).
 
     Raises:
         BatchError: no requested day has data in the lake.
@@ -222,7 +237,7 @@ def run_batch(
             stage(f"created {', '.join(created)}")
         stage(f"aggregating {len(present)} day(s) of the lake with Spark")
         spark_started = time.perf_counter()
-        rows = aggregate(spark, lake_path(settings), present)
+        rows = aggregate(spark, lake_path(settings), present, dedup=dedup)
         result.spark_seconds = time.perf_counter() - spark_started
         by_day: dict[dt.date, list[CourseDay]] = {d: [] for d in present}
         for row in rows:
