@@ -176,10 +176,11 @@ def test_available_now_fills_every_store_exactly_and_replays_change_nothing(
     batch_id, records = _last_batch_records(spark, settings)
     assert records.count() > 0
     replay = StreamJob(settings, available_now=True, report=lambda _l: None)
-    replay._sinks = replay._driver_sinks()  # noqa: SLF001
-    for sink in replay._sinks.values():  # noqa: SLF001
-        sink.open()
-    replay.process_batch(records, batch_id)
+    replay.open_sinks()
+    try:
+        replay.process_batch(records, batch_id)
+    finally:
+        replay.close_sinks()
     assert replay.batches[0].valid + replay.batches[0].invalid == records.count()
     assert_matches_truth(settings, truth, spark)
 

@@ -21,7 +21,7 @@ three stores of (seconds per event)``: what one loop doing the three calls for e
 event in turn would reach.
 
 Our path gets the same events in micro-batches and writes them exactly as the
-stream job does: :meth:`learntrack.streaming.job.StreamJob._write_valid` (activities
+stream job does: :meth:`learntrack.streaming.job.StreamJob.write_valid` (activities
 by ``MongoActivitySink`` in chunks of 5,000 on the executors, the lake, then
 ``aggregate.fold`` -> the students, Redis and graph sinks' ``write_batch``). It
 starts from a cached DataFrame of the batch's valid events, i.e. after the parse
@@ -36,7 +36,6 @@ runs, and at the end.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import statistics
 import time
@@ -288,37 +287,24 @@ class OurRun:
 
 def our_path(ctx: BenchContext, settings: Settings, batches: list[Any]) -> OurRun:
     """The stream job's writes of each batch (its own code), timed end to end."""
-    from learntrack.sinks.graph import GraphSink
-    from learntrack.sinks.lake import LakeSink
-    from learntrack.sinks.mongo import MongoStudentSink, ensure_indexes
-    from learntrack.sinks.redis import RedisScoreSink
+    from learntrack.sinks.mongo import ensure_indexes
     from learntrack.streaming.job import BatchReport, StreamJob
 
     ensure_indexes(settings)
     job = StreamJob(settings, report=ctx.report)
-    sinks = {
-        "students": MongoStudentSink(settings),
-        "redis": RedisScoreSink(settings),
-        "graph": GraphSink(settings),
-        "lake": LakeSink(settings),
-    }
-    for sink in sinks.values():
-        sink.open()
-    job._sinks = sinks  # noqa: SLF001 - the writers start() would open
+    job.open_sinks({"students", "redis", "graph", "lake"})
     out = OurRun()
     try:
         for batch_id, (df, n) in enumerate(batches):
             rep = BatchReport(batch_id, valid=n)
             started = time.perf_counter()
-            job._write_valid(batch_id, df, rep)  # noqa: SLF001 - the stream's writes
+            job.write_valid(batch_id, df, rep)
             out.seconds += time.perf_counter() - started
             out.events += n
             for name, seconds in rep.sinks.items():
                 out.sinks[name] = out.sinks.get(name, 0.0) + seconds
     finally:
-        for sink in sinks.values():
-            with contextlib.suppress(Exception):
-                sink.close()
+        job.close_sinks()
     return out
 
 

@@ -227,7 +227,6 @@ def sizes(quick: bool) -> Sizes:
 #: Threads inserting while filling, and while measuring (as local[2]'s two tasks).
 FILL_THREADS = 3
 SINK_THREADS = 2
-SECONDARY_INDEXES = ("student_latest", "course_time")
 
 
 # -- loading ---------------------------------------------------------------------
@@ -322,13 +321,13 @@ class Loader:
         The stored result is the same as the stream's (random UUIDs, same indexes);
         only the order of arrival differs.
         """
-        from learntrack.sinks.mongo import ensure_indexes
+        from learntrack.sinks.mongo import ACTIVITY_INDEXES, ensure_indexes
 
         n = target - self.loaded
         if n <= 0:
             return 0.0, 0.0
         existing = set(self.db[ACTIVITIES].index_information())
-        for name in SECONDARY_INDEXES:
+        for name in ACTIVITY_INDEXES:
             if name in existing:
                 self.db[ACTIVITIES].drop_index(name)
         rng = np.random.default_rng([self.seed, self.loaded, 1])

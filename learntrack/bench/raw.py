@@ -283,16 +283,11 @@ def activity_docs(events: list[Any]) -> list[dict[str, Any]]:
 
 def _mongo_collection(client: Any, settings: Settings) -> Any:
     """A fresh scratch collection with the activity sink's indexes."""
-    from pymongo import ASCENDING, DESCENDING
+    from learntrack.sinks.mongo import create_activity_indexes
 
     coll = client[settings.mongo.database][MONGO_COLLECTION]
     coll.drop()
-    coll.create_index(
-        [("studentId", ASCENDING), ("timestamp", DESCENDING)], name="student_latest"
-    )
-    coll.create_index(
-        [("courseId", ASCENDING), ("timestamp", DESCENDING)], name="course_time"
-    )
+    create_activity_indexes(coll)
     return coll
 
 

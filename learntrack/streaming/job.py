@@ -27,7 +27,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
@@ -118,6 +118,8 @@ class StreamJob:
         self._query: Any = None
         self._detect_query: Any = None
         self._lag_reader: Any = None
+        self._sinks: dict[str, Any] = {}
+        self._alert_sinks: dict[str, Any] = {}
         self.metrics = PipelineMetrics(settings, report=report)
 
     # -- sinks ---------------------------------------------------------------------
@@ -129,6 +131,28 @@ class StreamJob:
             "graph": GraphSink(self.settings),
             "lake": LakeSink(self.settings),
         }
+
+    def open_sinks(self, names: Collection[str] | None = None) -> None:
+        """Open the driver's sinks (all, or only those in ``names``).
+
+        :meth:`start` opens all of them; a caller that drives :meth:`process_batch`
+        or :meth:`write_valid` itself (a replay test, the benchmarks) opens them
+        here. Each open is retried like a write (a store may still be starting).
+        """
+        sinks = self._driver_sinks()
+        if self.settings.detect.enabled:
+            self._alert_sinks = alert_sinks(self.settings, str(self.detect_checkpoint))
+            sinks.update({f"alerts.{k}": v for k, v in self._alert_sinks.items()})
+        self._sinks = {k: v for k, v in sinks.items() if names is None or k in names}
+        for sink in self._sinks.values():
+            self._retry(sink.name, sink.open)
+
+    def close_sinks(self) -> None:
+        """Close every open sink (never raises)."""
+        for sink in self._sinks.values():
+            with contextlib.suppress(Exception):
+                sink.close()
+        self._sinks = {}
 
     def reset(self) -> None:
         """Start over: delete the checkpoints and everything the stream wrote."""
@@ -211,12 +235,7 @@ class StreamJob:
         self._refuse_orphan_state()
         ensure_indexes(self.settings)
         self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        self._sinks = self._driver_sinks()
-        if self.settings.detect.enabled:
-            self._alert_sinks = alert_sinks(self.settings, str(self.detect_checkpoint))
-            self._sinks.update({f"alerts.{k}": v for k, v in self._alert_sinks.items()})
-        for sink in self._sinks.values():
-            self._retry(sink.name, sink.open)
+        self.open_sinks()
         writer = (
             self.source(spark)
             .writeStream.foreachBatch(self.process_batch)
@@ -270,9 +289,7 @@ class StreamJob:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            for sink in getattr(self, "_sinks", {}).values():
-                with contextlib.suppress(Exception):
-                    sink.close()
+            self.close_sinks()
             if self._lag_reader is not None:
                 self._lag_reader.close()
                 self._lag_reader = None
@@ -347,7 +364,7 @@ class StreamJob:
                     rep, "dlq", lambda: self._sinks["dlq"].write_batch(batch_id, rows)
                 )
             if rep.valid:
-                self._write_valid(batch_id, valid, rep)
+                self.write_valid(batch_id, valid, rep)
         finally:
             parsed.unpersist()
             if unique is not None:
@@ -358,8 +375,13 @@ class StreamJob:
         self.report(rep.line())
         self.metrics.record(rep)  # Redis + Grafana Live; never raises
 
-    def _write_valid(self, batch_id: int, valid: Any, rep: BatchReport) -> None:
+    def write_valid(self, batch_id: int, valid: Any, rep: BatchReport) -> None:
+        """Write a batch's valid, de-duplicated events to every store (driver).
 
+        The activity log first (executors): events an earlier batch already stored
+        are then left out of the lake and the per-student aggregates. Needs the
+        sinks open (:meth:`open_sinks`); each write is timed into ``rep.sinks``.
+        """
         settings = self.settings
         earlier: list[str] = []
 
