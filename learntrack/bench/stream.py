@@ -528,7 +528,13 @@ def _ladder_part(ctx: BenchContext, ladder: Ladder, section: Section) -> None:
             [sustained],
             f"ladder of {seconds:.0f} s steps"
             + (" (quick run: 20 s, not 60 s)" if ctx.quick else "")
-            + "; sustained = lag not growing and drained within 10 s",
+            + "; sustained = lag not growing and drained within 10 s"
+            + (
+                ""
+                if best is not None
+                else "; 0 = no step sustained, down to the lowest tried, "
+                f"{min(s.rate for s in ladder.steps):,.0f} events/s"
+            ),
             at_least=25_000,
         )
     )
