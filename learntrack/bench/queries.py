@@ -625,11 +625,11 @@ def run(ctx: BenchContext) -> Section:
         f"{_mib(profile_stats['size'])}. mongod runs with a "
         f"{settings.stack.mongo_cache_gb} GB WiredTiger cache.",
         "",
-        "`learntrack api` vs plain uvicorn: `learntrack api` hands uvicorn a socket "
-        "it created with protocol 0, so asyncio does not set TCP_NODELAY on the "
-        "connections and small responses wait for the client's delayed ACK (~40 ms). "
-        "The plain-uvicorn figures show the same app without that; they converge "
-        "once the listening socket is made with IPPROTO_TCP (or sets TCP_NODELAY).",
+        "`learntrack api` vs plain uvicorn: the plain-uvicorn rows serve the same "
+        "app with `uvicorn.run(port=...)`, a check on `learntrack api`'s own server "
+        "setup (the socket it creates and hands to uvicorn; TCP_NODELAY on every "
+        "connection, without which each small response waited ~40 ms for the "
+        "client's delayed ACK before it was fixed).",
         "",
         "Reproduce: `learntrack bench --only queries` (`--quick`: "
         f"{sizes(True).activities:,} activities).",
