@@ -347,7 +347,7 @@ def test_kill_9_right_after_alerts_are_written_replays_without_duplicates(
     spark: Any, stack: Stack, prefix: str, tmp_path: Path
 ) -> None:
     settings, env = isolated(
-        prefix, tmp_path, LEARNTRACK_STREAM__MAX_OFFSETS_PER_TRIGGER="1500"
+        prefix, tmp_path, LEARNTRACK_STREAM__MAX_OFFSETS_PER_TRIGGER="3000"
     )
     StreamJob(settings, report=lambda _l: None).reset()
     _data, truth = publish_data(settings, 12_000, seed=22)

@@ -226,7 +226,7 @@ def assert_consecutive(stream: StreamProcess) -> list[int]:
 def test_kill_9_at_random_moments_and_sigterm_lose_nothing_count_nothing_twice(
     spark: Any, stack: Stack, prefix: str, tmp_path: Path
 ) -> None:
-    events, per_trigger = (200_000, 5000) if SOAK else (12_000, 500)
+    events, per_trigger = (200_000, 5000) if SOAK else (12_000, 1000)
     settings, env = isolated(
         prefix, tmp_path, LEARNTRACK_STREAM__MAX_OFFSETS_PER_TRIGGER=str(per_trigger)
     )
