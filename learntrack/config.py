@@ -40,7 +40,14 @@ Port = int
 
 
 def _port(default: int, description: str) -> Any:
-    return Field(default, ge=1, le=65535, description=description)
+    """A local server's port (marked, so :func:`server_ports` finds it)."""
+    return Field(
+        default,
+        ge=1,
+        le=65535,
+        description=description,
+        json_schema_extra={"serverPort": True},
+    )
 
 
 class TopicSettings(BaseModel):
@@ -479,3 +486,21 @@ def masked_dump(settings: Settings) -> dict[str, Any]:
 
     dumped: dict[str, Any] = mask(settings)
     return dumped
+
+
+def server_ports() -> dict[str, int]:
+    """Every local server's port setting and its default, keyed as in the environment.
+
+    ``{"KAFKA__PORT": 9092, "MONGO__PORT": 27017, ...}``: the table a stack on shifted
+    ports (the test stack, the bench stack) adds its offset to.
+    """
+    out: dict[str, int] = {}
+    for section, field in Settings.model_fields.items():
+        model = field.annotation
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            continue
+        for name, sub in model.model_fields.items():
+            extra = sub.json_schema_extra
+            if isinstance(extra, dict) and extra.get("serverPort"):
+                out[f"{section.upper()}__{name.upper()}"] = int(sub.default)
+    return out

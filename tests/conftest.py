@@ -18,8 +18,7 @@ from typing import Any
 
 import pytest
 
-from learntrack.bench.core import PORTS
-from learntrack.config import Settings
+from learntrack.config import Settings, server_ports
 from learntrack.stack.manager import Stack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,12 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Ports of the test stack: the defaults shifted by LEARNTRACK_TEST_PORT_OFFSET
 #: (default 10000), so two checkouts can test side by side.
 OFFSET = int(os.environ.get("LEARNTRACK_TEST_PORT_OFFSET", "10000"))
-_PORTS = PORTS  # the same table the bench stack shifts
 TEST_ENV = {
     "LEARNTRACK_DATA_DIR": os.environ.get(
         "LEARNTRACK_TEST_DATA_DIR", str(ROOT / ".learntrack-test")
     ),
-    **{f"LEARNTRACK_{k}": str(v + OFFSET) for k, v in _PORTS.items()},
+    **{f"LEARNTRACK_{k}": str(v + OFFSET) for k, v in server_ports().items()},
     "LEARNTRACK_SPARK__MASTER": "local[2]",
     "LEARNTRACK_SPARK__WORKER_CORES": "1",
     "LEARNTRACK_SPARK__WORKER_MEMORY": "1g",

@@ -27,24 +27,11 @@ from typing import Any
 
 import orjson
 
-from learntrack.config import Settings
+from learntrack.config import Settings, server_ports
 
 #: Settings keys of every port the stack opens, with their defaults (as the
 #: tests' conftest shifts them).
-PORTS = {
-    "KAFKA__PORT": 9092,
-    "MONGO__PORT": 27017,
-    "REDIS__PORT": 6379,
-    "GRAPH__BOLT_PORT": 7687,
-    "GRAPH__HTTP_PORT": 2480,
-    "CASSANDRA__PORT": 9042,
-    "CASSANDRA__RPC_PORT": 9160,
-    "CASSANDRA__STORAGE_PORT": 7000,
-    "CASSANDRA__SSL_STORAGE_PORT": 7001,
-    "SPARK__MASTER_PORT": 7077,
-    "SPARK__MASTER_WEBUI_PORT": 8080,
-    "SPARK__WORKER_WEBUI_PORT": 8081,
-}
+PORTS = server_ports()
 DEFAULT_PORT_OFFSET = 20000
 
 
