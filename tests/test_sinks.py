@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from typing import Any
 
 import pytest
 
 from learntrack.clients import graph_driver, mongo_client, redis_client
 from learntrack.config import Settings, get_settings
+from learntrack.errors import RetryableSinkError
+from learntrack.sinks.alerts import GraphAlertSink
 from learntrack.sinks.dlq import DeadLetterSink
 from learntrack.sinks.graph import GraphSink
 from learntrack.sinks.mongo import MongoActivitySink, MongoStudentSink
@@ -173,6 +176,85 @@ def test_graph_fenced_and_late_events_keep_the_last_region(
         {"last": "US", "code": "US", "n": 1},
     ]
     assert acts == [{"e": f"{sid}-EU", "code": "EU"}, {"e": f"{sid}-US", "code": "US"}]
+
+
+def test_graph_writers_racing_on_new_students_retry_and_make_each_node_once(
+    settings: Settings, prefix: str
+) -> None:
+    """The fan-out's graph sink and the alert sink MERGE the same new nodes at once.
+
+    The local graph server's MERGE is not atomic with its unique index: one of two
+    concurrent creators gets a ConstraintError. That must come out retryable (the
+    stream retries it), never fatal, and each node must exist once.
+    """
+    ids = [f"{prefix}-S{i:03d}" for i in range(300)]
+    access = [
+        {"studentId": sid, "lastRegion": "EU", "lastAt": iso(T1),
+         "regions": [{"code": "EU", "count": 1, "first": iso(T1), "last": iso(T1)}],
+         "activities": [{"eventId": f"{sid}-E", "action": "login", "courseId": "C1",
+                         "timestamp": iso(T1), "region": "EU"}]}
+        for sid in ids
+    ]  # fmt: skip
+    alerts = [
+        {"alertId": f"{sid}-A", "studentId": sid, "kind": "impossible_travel",
+         "regions": ["EU", "US"], "timestamp": T2, "gapSeconds": 7200.0,
+         "detectedAt": T2,
+         "first": {"eventId": f"{sid}-E", "timestamp": T1, "region": "EU"},
+         "second": {"eventId": f"{sid}-F", "timestamp": T2, "region": "US"}}
+        for sid in ids
+    ]  # fmt: skip
+    retried: list[str] = []
+    failures: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def writer(sink: GraphSink | GraphAlertSink, rows: list[dict[str, Any]]) -> None:
+        with sink:
+            start.wait()
+            for _attempt in range(20):
+                try:
+                    sink.write_batch(1, rows)
+                    return
+                except RetryableSinkError as err:
+                    retried.append(str(err))
+                except BaseException as err:  # noqa: BLE001 - asserted below
+                    failures.append(err)
+                    return
+
+    threads = [
+        threading.Thread(target=writer, args=(GraphSink(settings), access)),
+        threading.Thread(target=writer, args=(GraphAlertSink(settings), alerts)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    count = "RETURN count(n) AS nodes, count(DISTINCT n.{0}) AS ids"
+    with (
+        graph_driver(settings) as driver,
+        driver.session(database=settings.graph.database) as session,
+    ):
+        found = [
+            session.run(
+                f"MATCH (n:{label}) WHERE n.{key} STARTS WITH $p " + count.format(key),
+                p=prefix,
+            ).single()
+            for label, key in (
+                ("Student", "studentId"),
+                ("Activity", "eventId"),
+                ("Alert", "alertId"),
+            )
+        ]
+        session.run(
+            "MATCH (n) WHERE n.studentId STARTS WITH $p OR n.eventId STARTS WITH $p "
+            "OR n.alertId STARTS WITH $p DETACH DELETE n",
+            p=prefix,
+        ).consume()
+    assert failures == [], f"after {len(retried)} retries: {failures}"
+    assert [(f["nodes"], f["ids"]) for f in found] == [
+        (300, 300),
+        (600, 600),
+        (300, 300),
+    ]
 
 
 def test_dlq_batches_are_written_once_even_by_a_new_writer(

@@ -255,13 +255,25 @@ class GraphAlertSink(Sink):
         self._session_run("RETURN 1")
 
     def _session_run(self, query: str, **params: Any) -> None:
-        from neo4j.exceptions import ServiceUnavailable, SessionExpired, TransientError
+        """Run ``query``; a ConstraintError is a concurrent MERGE, retryable.
+
+        (The fan-out's graph sink MERGEs the same Student and Activity nodes; see
+        :meth:`learntrack.sinks.graph.GraphSink.write_batch`.)
+        """
+        from neo4j.exceptions import (
+            ConstraintError,
+            ServiceUnavailable,
+            SessionExpired,
+            TransientError,
+        )
 
         try:
             with self._driver.session(database=self.settings.graph.database) as s:
                 s.run(query, **params).consume()
         except (ServiceUnavailable, SessionExpired, TransientError, OSError) as err:
             raise RetryableSinkError(f"alerts.graph: {err}") from err
+        except ConstraintError as err:
+            raise RetryableSinkError(f"alerts.graph: concurrent MERGE: {err}") from err
         except Exception as err:
             raise FatalSinkError(f"alerts.graph: {type(err).__name__}: {err}") from err
 

@@ -112,8 +112,19 @@ class GraphSink(Sink):
             session.run("RETURN 1").consume()
 
     def write_batch(self, batch_id: int, rows: Sequence[Any]) -> int:
-        """One transaction per chunk of students: access edges + activities."""
-        from neo4j.exceptions import ServiceUnavailable, SessionExpired, TransientError
+        """One transaction per chunk of students: access edges + activities.
+
+        A :class:`~neo4j.exceptions.ConstraintError` is retryable here: the
+        alert sink MERGEs the same Student and Activity nodes from the detection
+        query, and a server whose MERGE is not atomic with the unique index
+        (ArcadeDB) fails one of two concurrent creators; re-run, the MERGE matches.
+        """
+        from neo4j.exceptions import (
+            ConstraintError,
+            ServiceUnavailable,
+            SessionExpired,
+            TransientError,
+        )
 
         ordered = sorted(rows, key=lambda r: r["studentId"])
         written = 0
@@ -131,6 +142,8 @@ class GraphSink(Sink):
                     )
         except (ServiceUnavailable, SessionExpired, TransientError, OSError) as err:
             raise RetryableSinkError(f"graph: {err}") from err
+        except ConstraintError as err:
+            raise RetryableSinkError(f"graph: concurrent MERGE: {err}") from err
         except Exception as err:
             raise FatalSinkError(f"graph: {type(err).__name__}: {err}") from err
         return written
