@@ -205,6 +205,13 @@ class SparkSettings(BaseModel):
     checkpoint_dir: Path | None = Field(
         None, description="Streaming checkpoints; default <data_dir>/checkpoints."
     )
+    conf: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "More Spark configuration, applied last (e.g. "
+            '{"spark.sql.streaming.noDataMicroBatches.enabled": "false"}).'
+        ),
+    )
 
     @property
     def cluster_master_url(self) -> str:

@@ -17,8 +17,8 @@ from learntrack.config import LOCALHOST, Settings
 def spark_conf(settings: Settings, master: str | None = None) -> dict[str, str]:
     """The Spark configuration LearnTrack runs with (pure; easy to inspect)."""
     s = settings.spark
-    return {
-        "spark.master": master or s.master,
+    conf = {
+        "spark.master": s.master,
         "spark.app.name": s.app_name,
         "spark.ui.enabled": str(s.ui_enabled).lower(),
         "spark.sql.shuffle.partitions": str(s.shuffle_partitions),
@@ -36,7 +36,11 @@ def spark_conf(settings: Settings, master: str | None = None) -> dict[str, str]:
         ),
         "spark.log.level": "WARN",
         "spark.ui.showConsoleProgress": "false",
+        **s.conf,
     }
+    if master:
+        conf["spark.master"] = master
+    return conf
 
 
 def build_spark(settings: Settings, master: str | None = None) -> Any:

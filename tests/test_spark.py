@@ -25,6 +25,12 @@ def test_spark_conf_follows_the_settings() -> None:
     assert conf["spark.driver.bindAddress"] == "127.0.0.1"
     assert conf["spark.pyspark.python"] == sys.executable
     assert spark_conf(settings, "spark://h:7077")["spark.master"] == "spark://h:7077"
+    extra = get_settings(
+        spark={"conf": {"spark.scheduler.mode": "FAIR", "spark.master": "local[1]"}}
+    )
+    assert spark_conf(extra)["spark.scheduler.mode"] == "FAIR"
+    assert spark_conf(extra)["spark.master"] == "local[1]"  # applied last...
+    assert spark_conf(extra, "local[2]")["spark.master"] == "local[2]"  # but this
 
 
 def test_local_job_runs_in_the_driver_jvm(spark: Any) -> None:

@@ -167,6 +167,10 @@ def test_available_now_fills_every_store_exactly_and_replays_change_nothing(
     data, truth = publish_data(settings, 5000, seed=11)
     reports = job.run(spark)
     assert len(reports) >= 3  # 5,100 records at <= 1,500 per batch
+    assert all(set(r.steps) == {"read", "dedup", "fold", "switch"} for r in reports)
+    assert all(
+        sum(r.steps.values()) + sum(r.sinks.values()) <= r.seconds for r in reports
+    )
     assert sum(r.valid for r in reports) == 5000
     assert sum(r.invalid for r in reports) == truth["counts"]["malformed"] == 100
     assert_matches_truth(settings, truth, spark)

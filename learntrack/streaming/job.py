@@ -27,7 +27,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
@@ -63,13 +63,19 @@ class BatchReport:
     seconds: float = 0.0
     duplicates: int = 0
     sinks: dict[str, float] = field(default_factory=dict)
+    #: Seconds of the Spark work that belongs to no sink: ``read`` (the first
+    #: job: read, parse, cache, counts), ``dedup``, ``fold`` (per-student
+    #: aggregation), ``switch`` (the region switches' events for the graph).
+    steps: dict[str, float] = field(default_factory=dict)
     lag: dict[str, int] = field(default_factory=dict)
 
     def line(self) -> str:
         """``batch 3: 12,000 rows (12 dlq) in 0.84 s = 14,286 rows/s | ...``."""
         rows = self.valid + self.invalid
         rate = rows / self.seconds if self.seconds else 0.0
-        sinks = " ".join(f"{k}={v * 1000:.0f}ms" for k, v in self.sinks.items())
+        sinks = " ".join(
+            f"{k}={v * 1000:.0f}ms" for k, v in {**self.sinks, **self.steps}.items()
+        )
         lag = ",".join(
             f"{p}:{n}" for p, n in sorted(self.lag.items(), key=lambda x: int(x[0]))
         )
@@ -333,22 +339,27 @@ class StreamJob:
         unique = None
         ends: dict[int, int] = {}
         try:
-            stats = (
-                parsed.groupBy("partition", "ok")
-                .agg(F.count(F.lit(1)).alias("n"), F.max("offset").alias("last"))
-                .collect()
-            )
+            with _step(rep, "read"):
+                stats = (
+                    parsed.groupBy("partition", "ok")
+                    .agg(F.count(F.lit(1)).alias("n"), F.max("offset").alias("last"))
+                    .collect()
+                )
             rep.valid = sum(r["n"] for r in stats if r["ok"])
             rep.invalid = sum(r["n"] for r in stats if not r["ok"])
             for r in stats:
                 ends[r["partition"]] = max(ends.get(r["partition"], 0), r["last"] + 1)
             valid = parsed.where("ok")
-            distinct = valid.select("eventId").distinct().count() if rep.valid else 0
-            rep.duplicates = rep.valid - distinct
-            if rep.duplicates:
-                # Only then the full-row shuffle that picks one copy of each event.
-                unique = _first_copy_of_each_event(valid).persist()
-                valid = unique
+            with _step(rep, "dedup"):
+                distinct = (
+                    valid.select("eventId").distinct().count() if rep.valid else 0
+                )
+                rep.duplicates = rep.valid - distinct
+                if rep.duplicates:
+                    # Only then the full-row shuffle that picks one copy of each.
+                    unique = _first_copy_of_each_event(valid).persist()
+                    unique.count()
+                    valid = unique
             if rep.invalid:
                 bad = parsed.where("NOT ok").select(
                     "key",
@@ -410,7 +421,8 @@ class StreamJob:
         self._timed(
             rep, "lake", lambda: self._sinks["lake"].write_batch(batch_id, valid)
         )
-        students = aggregate.fold(settings, valid)
+        with _step(rep, "fold"):
+            students = aggregate.fold(settings, valid)
         self._timed(
             rep,
             "students",
@@ -425,7 +437,8 @@ class StreamJob:
                 batch_id, aggregate.redis_rows(students)
             ),
         )
-        activities_by_student = aggregate.switch_activities(valid, students)
+        with _step(rep, "switch"):
+            activities_by_student = aggregate.switch_activities(valid, students)
         self._timed(
             rep,
             "graph",
@@ -480,6 +493,16 @@ class StreamJob:
         except Exception:  # noqa: BLE001 - a metric must never fail a batch
             return {}
         return lag
+
+
+@contextlib.contextmanager
+def _step(rep: BatchReport, name: str) -> Iterator[None]:
+    """Add the block's wall-clock seconds to ``rep.steps[name]``."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        rep.steps[name] = rep.steps.get(name, 0.0) + time.perf_counter() - started
 
 
 def _stop_gracefully(query: Any, timeout_s: float = 300) -> None:
