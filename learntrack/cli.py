@@ -649,8 +649,9 @@ def bench(  # noqa: PLR0913
         bool,
         typer.Option(
             "--quick",
-            help="A short run at smaller sizes (not yet under 5 minutes: the stream "
-            "section starts the stream five times).",
+            help="A short run at smaller sizes, for a first look (under 5 minutes "
+            "on a quiet 2-core machine); written under the bench data directory "
+            "unless --out is given.",
         ),
     ] = False,
     only: Annotated[
@@ -661,8 +662,12 @@ def bench(  # noqa: PLR0913
         ),
     ] = None,
     out: Annotated[
-        Path, typer.Option(help="Where benchmarks.md and benchmarks.json go.")
-    ] = Path("docs"),
+        Path | None,
+        typer.Option(
+            help="Where benchmarks.md and benchmarks.json go [default: docs; "
+            "with --quick: <data-dir>/quick, so the full run in docs stays]."
+        ),
+    ] = None,
     data_dir: Annotated[
         Path, typer.Option(help="The bench stack's own data directory.")
     ] = Path(".learntrack/bench"),
@@ -677,6 +682,8 @@ def bench(  # noqa: PLR0913
     """Measure the pipeline on its own stack; write docs/benchmarks.md and .json."""
     from learntrack import bench as benchmarks
 
+    if out is None:
+        out = data_dir / "quick" if quick else Path("docs")
     sections = benchmarks.run(
         quick=quick,
         out_dir=out,

@@ -21,7 +21,10 @@ from learntrack.bench.core import (
     percentile,
     write,
 )
+from learntrack.bench.stream_profile import REST, profile, profile_table
+from learntrack.bench.stream_run import BatchLine
 from learntrack.errors import LearnTrackError
+from learntrack.streaming.job import BatchReport
 from tests.test_cli import run_cli
 
 
@@ -109,3 +112,62 @@ def test_bad_bench_arguments_are_one_line_before_any_server_starts() -> None:
     result = run_cli("bench", "--port-offset", "0")
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_batch_line_carries_sinks_and_steps_into_the_profile() -> None:
+    rep = BatchReport(
+        7,
+        valid=990,
+        invalid=10,
+        seconds=4.0,
+        sinks={"mongo": 0.5, "graph": 0.25},
+        steps={"read": 1.5, "dedup": 0.25, "fold": 0.5, "switch": 0.5},
+        lag={"0": 3, "1": 4},
+    )
+    line = BatchLine.parse(rep.line(), at=1.0)
+    assert line is not None
+    assert (line.batch_id, line.rows, line.seconds, line.lag) == (7, 1000, 4.0, 7)
+    assert line.sinks == {**rep.sinks, **rep.steps}
+    other = BatchLine(8, 1000, 6.0, {**rep.sinks, **rep.steps}, 0, 2.0)
+    p = profile([line, other])
+    assert (p["read"], p["mongo"], p["batch"], p["rows"]) == (1.5, 0.5, 5.0, 1000)
+    assert p[REST] == 5.0 - 3.5  # the batch minus every sink and step
+    table = "\n".join(profile_table([("drain", [line, other])]))
+    assert "| read: read + parse + cache + counts | 1,500 (30%), 1,500 |" in table
+    assert "| other: between the timed parts | 1,500 (30%), 1,500 |" in table
+
+
+def test_only_some_sections_keeps_the_others_with_their_date(tmp_path: Path) -> None:
+    info = {
+        "cores": 2,
+        "memory_gib": 23.5,
+        "cpu": "x",
+        "python": "3.11",
+        "load_avg_at_start": [0.5, 0.4, 0.3],
+        "versions": {},
+    }
+    raw = Section("raw", "Raw", [Figure.of("a", "x", [1.0])], text=["raw text"])
+    first = Section("batch", "Batch", [Figure.of("b", "s", [9.0])], text=["old"])
+    write([raw, first], tmp_path, quick=False, info=info)
+    before = orjson.loads((tmp_path / "benchmarks.json").read_bytes())
+    for s in before["sections"]:  # as if measured on another day
+        s["measured_at"] = "2026-01-01T00:00:00+00:00"
+    (tmp_path / "benchmarks.json").write_bytes(orjson.dumps(before))
+    again = Section("batch", "Batch", [Figure.of("b", "s", [7.0])], text=["new"])
+    keep = [k for k in SECTIONS if k != "batch"]
+    later = {**info, "load_avg_at_start": [1.25, 1.0, 1.0]}
+    write([again], tmp_path, quick=False, info=later, keep=keep)
+    data = orjson.loads((tmp_path / "benchmarks.json").read_bytes())
+    assert [s["key"] for s in data["sections"]] == ["raw", "batch"]
+    kept, redone = data["sections"]
+    assert kept == before["sections"][0]  # as measured the first time
+    assert redone["figures"][0]["median"] == 7.0
+    assert redone["load_avg_at_start"] == 1.25
+    md = (tmp_path / "benchmarks.md").read_text()
+    assert "raw text" in md and "new" in md and "old" not in md
+    assert "Measured 2026-01-01T00:00:00+00:00, load average at start 0.50" in md
+    assert "Sections measured at another time say so" in md
+    # A quick report never mixes with a full one.
+    write([again], tmp_path, quick=True, info=info, keep=keep)
+    quick = orjson.loads((tmp_path / "benchmarks.json").read_bytes())
+    assert [s["key"] for s in quick["sections"]] == ["batch"]

@@ -79,6 +79,7 @@ def run(  # noqa: PLR0913
 
     env = bench_env(data_dir, port_offset)
     info = machine()
+    keep = [k for k in SECTIONS if k not in only]
     sections: list[Section] = []
     with env_vars(env):
         stack = Stack()
@@ -88,7 +89,7 @@ def run(  # noqa: PLR0913
         ctx = BenchContext(
             settings=get_settings(),
             quick=quick,
-            runs=3,
+            runs=2 if quick else 3,
             work_dir=data_dir / "work",
             report=report,
             env=env,
@@ -108,7 +109,9 @@ def run(  # noqa: PLR0913
                 sections.append(section)
                 for f in section.figures:
                     report(f"[{key}] {f.name}: {f.median:,.2f} {f.unit}")
-                write(sections, out_dir, quick=quick, info=info)  # partial results too
+                # After each section (partial results too); sections not asked
+                # for this time are kept from the report already there.
+                write(sections, out_dir, quick=quick, info=info, keep=keep)
         finally:
             if ctx.spark is not None:
                 ctx.spark.stop()

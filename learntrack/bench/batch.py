@@ -68,8 +68,8 @@ class Sizes:
 
 
 def sizes(quick: bool) -> Sizes:
-    """Full: 5M events of 200k students; quick: 500k of 20k."""
-    return Sizes(500_000, 20_000) if quick else Sizes(5_000_000, 200_000)
+    """Full: 5M events of 200k students; quick: 200k of 10k."""
+    return Sizes(200_000, 10_000) if quick else Sizes(5_000_000, 200_000)
 
 
 # -- writing the day ---------------------------------------------------------------

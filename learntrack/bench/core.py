@@ -18,7 +18,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -214,62 +214,107 @@ def _num(x: float) -> str:
 
 
 def write(
-    sections: list[Section], out_dir: Path, *, quick: bool, info: dict[str, Any]
+    sections: list[Section],
+    out_dir: Path,
+    *,
+    quick: bool,
+    info: dict[str, Any],
+    keep: Sequence[str] = (),
 ) -> None:
-    """``docs/benchmarks.json`` (machine-readable) and ``docs/benchmarks.md``."""
+    """``benchmarks.json`` (machine-readable) and ``benchmarks.md`` in ``out_dir``.
+
+    ``keep``: keys of sections not re-run this time to carry over, in this order
+    around the new ones, from the report already in ``out_dir`` (same kind, quick
+    or full); each section says when it was measured.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    fresh = {
+        s.key: {
+            "key": s.key,
+            "title": s.title,
+            "seconds": round(s.seconds, 1),
+            "error": s.error,
+            "figures": [asdict(f) for f in s.figures],
+            "text": s.text,
+            "measured_at": stamp,
+            "load_avg_at_start": info["load_avg_at_start"][0],
+        }
+        for s in sections
+    }
+    earlier = _earlier_sections(out_dir, quick) if keep else {}
+    order = [*keep, *(k for k in fresh if k not in keep)]
+    chosen = [fresh.get(k) or earlier.get(k) for k in order]
     payload = {
         "measured_at": stamp,
         "quick": quick,
         "machine": info,
-        "sections": [
-            {
-                "key": s.key,
-                "title": s.title,
-                "seconds": round(s.seconds, 1),
-                "error": s.error,
-                "figures": [asdict(f) for f in s.figures],
-            }
-            for s in sections
-        ],
+        "sections": [c for c in chosen if c is not None],
     }
     (out_dir / "benchmarks.json").write_bytes(
         orjson.dumps(payload, option=orjson.OPT_INDENT_2)
     )
+    (out_dir / "benchmarks.md").write_text(_markdown(payload))
+
+
+def _earlier_sections(out_dir: Path, quick: bool) -> dict[str, dict[str, Any]]:
+    """The sections of the report already in ``out_dir``, if of the same kind."""
+    try:
+        earlier = orjson.loads((out_dir / "benchmarks.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    if earlier.get("quick") != quick:
+        return {}
+    for s in earlier["sections"]:
+        s.setdefault("measured_at", earlier["measured_at"])
+        s.setdefault("load_avg_at_start", earlier["machine"]["load_avg_at_start"][0])
+    return {s["key"]: s for s in earlier["sections"]}
+
+
+def _markdown(payload: dict[str, Any]) -> str:
+    info, stamp = payload["machine"], payload["measured_at"]
+    mixed = any(s["measured_at"] != stamp for s in payload["sections"])
     lines = [
         "# Benchmarks",
         "",
         "Written by `make bench` (`learntrack bench`; `--quick` for a short run; "
-        "`--only SECTION,...` for some sections). The bench starts its own stack "
-        "(own data directory and ports), so nothing of yours is touched. Each figure "
-        "is the median of repeated runs, with min and max; the target is the one the "
-        "benchmarks issue set, and the last column says whether the median reaches it.",
+        "`--only SECTION,...` re-runs some sections and keeps the others). The bench "
+        "starts its own stack (own data directory and ports), so nothing of yours is "
+        "touched. Each figure is the median of repeated runs, with min and max; the "
+        "target is the one the benchmarks issue set, and the last column says "
+        "whether the median reaches it.",
         "",
         f"Measured {stamp} on {info['cores']} cores, {info['memory_gib']} GiB "
         f"({info['cpu'] or 'unknown CPU'}), load average at start "
         f"{info['load_avg_at_start'][0]:.2f}, Python {info['python']}, "
         + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
-        + f"; {'quick' if quick else 'full'} run.",
+        + f"; {'quick' if payload['quick'] else 'full'} run."
+        + (" Sections measured at another time say so at their end." if mixed else ""),
         "",
     ]
-    for s in sections:
-        lines += [f"## {s.title}", ""]
-        if s.error:
-            lines += [f"**Not measured**: {s.error}", ""]
-        if s.figures:
+    for s in payload["sections"]:
+        lines += [f"## {s['title']}", ""]
+        if s["error"]:
+            lines += [f"**Not measured**: {s['error']}", ""]
+        if s["figures"]:
             lines += [
                 "| what | median | min | max | runs | target | met | notes |",
                 "|---|---:|---:|---:|---:|---|---|---|",
             ]
             lines += [
-                f"| {f.name} | {_num(f.median)} {f.unit} | {_num(f.low)} | "
-                f"{_num(f.high)} | {f.runs} | {f.target} | "
-                f"{_met(f.met)} | {f.note} |"
-                for f in s.figures
+                f"| {f['name']} | {_num(f['median'])} {f['unit']} | {_num(f['low'])} "
+                f"| {_num(f['high'])} | {f['runs']} | {f['target']} | "
+                f"{_met(f['met'])} | {f['note']} |"
+                for f in s["figures"]
             ]
             lines.append("")
-        lines += [*s.text, ""] if s.text else []
-        lines += [f"_Section time: {s.seconds:.0f} s._", ""]
+        lines += [*s.get("text", []), ""] if s.get("text") else []
+        when = (
+            f" Measured {s['measured_at']}, load average at start "
+            f"{s['load_avg_at_start']:.2f}."
+            if s["measured_at"] != stamp
+            else ""
+        )
+        lines += [f"_Section time: {s['seconds']:.0f} s._{when}", ""]
     lines += ["Reproduce: `make bench` (or `learntrack bench --quick`).", ""]
-    (out_dir / "benchmarks.md").write_text("\n".join(lines))
+    return "\n".join(lines)

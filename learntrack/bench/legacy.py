@@ -75,9 +75,9 @@ class Sizes:
 
 
 def sizes(quick: bool) -> Sizes:
-    """Quick: ~10 s per store on the per-event path; full: ~30 s."""
+    """Quick: ~5 s per store on the per-event path; full: ~30 s."""
     if quick:
-        return Sizes(events=20_000, students=2000, batch=10_000, budget_s=3.5)
+        return Sizes(events=6_000, students=600, batch=6_000, budget_s=1.5)
     return Sizes(events=60_000, students=5000, batch=10_000, budget_s=10.0)
 
 

@@ -80,8 +80,8 @@ def bench_sdk_send(settings: Settings, events: int, runs: int) -> Figure:
 
 def run(ctx: BenchContext) -> Section:
     """Generator and SDK publish rates."""
-    gen_events = 100_000 if ctx.quick else 300_000
-    sdk_events = 20_000 if ctx.quick else 60_000
+    gen_events = 50_000 if ctx.quick else 300_000
+    sdk_events = 10_000 if ctx.quick else 60_000
     section = Section("producers", "Producers: one process publishing")
     section.figures = [
         bench_generator(ctx.settings, gen_events, ctx.runs),

@@ -214,11 +214,9 @@ class Sizes:
 
 
 def sizes(quick: bool) -> Sizes:
-    """Full: 5M activities of 100k students; quick: 500k of 10k."""
+    """Full: 5M activities of 100k students; quick: 100k of 5k, fewer requests."""
     if quick:
-        return Sizes(
-            500_000, 10_000, 50, (100_000, 250_000, 500_000), 2000, 1000, 50_000
-        )
+        return Sizes(100_000, 5_000, 50, (25_000, 50_000, 100_000), 200, 150, 10_000)
     return Sizes(
         5_000_000, 100_000, 50, (1_000_000, 2_500_000, 5_000_000), 2000, 1000, 100_000
     )

@@ -86,7 +86,7 @@ class Sizes:
 def sizes(quick: bool) -> Sizes:
     """Quick: the whole section in well under a minute; full: a few minutes."""
     if quick:
-        return Sizes(30_000, 100_000, 30_000, 10_000, 500, 2_000, 50_000)
+        return Sizes(30_000, 50_000, 30_000, 10_000, 500, 2_000, 30_000)
     return Sizes(100_000, 300_000, 100_000, 50_000, 2_000, 8_000, 300_000)
 
 

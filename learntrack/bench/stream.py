@@ -6,7 +6,8 @@ and the detection query on), with its own topics, MongoDB database, Redis db and
 checkpoint (:mod:`learntrack.bench.stream_run`), fed by paced generator events
 from a thread of the bench (:mod:`learntrack.bench.stream_load`).
 
-1. **Sustained rate.** A ladder of input rates, each held for 60 s (quick: 20 s),
+1. **Sustained rate.** A ladder of input rates, each held for 60 s (quick: one
+   3 s step at 5,000 events/s, which is also the freshness step),
    the stream running throughout. Every second the bench reads each query's
    *lag*: records on the broker (its end offsets) that the query's last committed
    batch (its checkpoint) does not cover yet. A step is **sustained** when
@@ -31,12 +32,12 @@ from a thread of the bench (:mod:`learntrack.bench.stream_load`).
    --available-now`` with 1 or 2 Spark cores, 3 or 6 partitions, and with the
    detection query off: rows over the wall-clock time between the first and the
    last batch line (the first batch pays for starting Python workers). A
-   capacity estimate in bigger batches, not a sustained rate.
+   capacity estimate in bigger batches, not a sustained rate. Not in a quick run.
 4. **Where time goes.** Per-sink seconds of the batch reports (the rest = the
    batch minus its sinks), averaged over the steady batches of the highest
    sustained step and of the drain, the cores each process used meanwhile, and
    the before/after of the change the profile led to
-   (:mod:`learntrack.bench.stream_profile`).
+   (:mod:`learntrack.bench.stream_profile`; not in a quick run).
 
 Everything the section creates (topics, the MongoDB database, the Redis db,
 checkpoints, graph nodes, the lake) is deleted after each run; the streams are
@@ -55,11 +56,13 @@ from typing import Any
 from learntrack.bench.core import BenchContext, Figure, Section, percentile
 from learntrack.bench.stream_load import Load, Probe, Published
 from learntrack.bench.stream_profile import (
-    REST,
+    SINKS,
+    STEPS,
     DedupAB,
     changed_text,
     cores_table,
     dedup_figures,
+    profile,
     profile_table,
     run_dedup_ab,
 )
@@ -79,17 +82,21 @@ from learntrack.errors import LearnTrackError
 
 #: Rates (events/s) climbed until a step is not sustained, and the rates tried
 #: downwards when the first one is not.
+FRESH_RATE = 5000
 LADDER_FULL = (1000, 2000, 3000, 5000, 7500, 10_000, 15_000, 20_000, 25_000, 30_000)
 DOWN_FULL = (500,)
-LADDER_QUICK = (5000, 10_000, 20_000)
-DOWN_QUICK = (2500, 1000)
-FRESH_RATE = 5000
+#: The quick run (``--quick``, minutes in all): one short step at the freshness
+#: rate, no steps down, no scaling runs (each starts a stream anew) and no
+#: de-duplication before/after.
+LADDER_QUICK = (FRESH_RATE,)
+DOWN_QUICK: tuple[int, ...] = ()
+STEP_S, STEP_QUICK_S = 60.0, 3.0
 PRODUCER_SHORT = 0.95
 GROWTH_S = 2.0
 GROWTH_MIN = 1000
 DRAIN_OK_S = 10.0
 #: Longest wait for a backlog before the next step (the ladder ends if exceeded).
-DRAIN_MAX_S = 180.0
+DRAIN_MAX_S, DRAIN_MAX_QUICK_S = 180.0, 90.0
 #: Partitions and cores of the scaling runs; the first is the default setup.
 SCALING = (
     ("local[2]", 6, True),
@@ -263,7 +270,9 @@ class _Rig:
         cores = CpuMeter.cores(
             cpu_before, self.cpu.snapshot(), published.ended - published.started
         )
-        drained = self.drain(published.ended, DRAIN_MAX_S)
+        drained = self.drain(
+            published.ended, DRAIN_MAX_QUICK_S if self.ctx.quick else DRAIN_MAX_S
+        )
         self.probe.run_while(None, time.monotonic() + 3 * 0.1)
         window = (published.started, published.ended)
         probe = self.probe
@@ -292,7 +301,7 @@ class _Rig:
 
 def _rates(ctx: BenchContext) -> tuple[tuple[int, ...], float]:
     """The ladder's rates and the seconds of a step."""
-    return (LADDER_QUICK, 20.0) if ctx.quick else (LADDER_FULL, 60.0)
+    return (LADDER_QUICK, STEP_QUICK_S) if ctx.quick else (LADDER_FULL, STEP_S)
 
 
 def _start(
@@ -309,7 +318,8 @@ def _start(
         rig = _Rig(ctx, load, proc)
         try:
             if attempt == 1:
-                thread, _out = rig.publish_in_thread(1000, 3000)
+                # (quick: unpaced; the warm-up is there to start the workers)
+                thread, _out = rig.publish_in_thread(0 if ctx.quick else 1000, 3000)
                 thread.join()
             if rig.drain(time.monotonic(), 900) is None:
                 proc.fail("the stream did not process the warm-up in 15 min")
@@ -329,7 +339,7 @@ def run_ladder(ctx: BenchContext, ladder: Ladder) -> None:
     rates, seconds = _rates(ctx)
     settings, env = isolated(ctx, "ladder")
     prepare(settings)
-    load = Load(settings, events_per_cycle=50_000)
+    load = Load(settings, events_per_cycle=20_000 if ctx.quick else 50_000)
     load.build()
     load.upsert_profiles(settings)
     ctx.report("stream: starting the stream and warming it up")
@@ -384,7 +394,7 @@ def _climb(
     if fresh:
         ladder.fresh = fresh[0]
     elif ladder.steps[-1].drained_s is not None:
-        ladder.fresh = step(FRESH_RATE, 20.0 if ctx.quick else 30.0)
+        ladder.fresh = step(FRESH_RATE, STEP_QUICK_S if ctx.quick else 30.0)
 
 
 def _report_step(ctx: BenchContext, step: Step) -> None:
@@ -405,8 +415,7 @@ def run_drain(
     """Pre-publish a backlog, then ``learntrack stream --available-now`` over it."""
     from learntrack.producers import ActivityProducer
 
-    backlog = 30_000 if ctx.quick else 100_000
-    per_batch = 7_500 if ctx.quick else 20_000
+    backlog, per_batch = 100_000, 20_000
     cores = master.removeprefix("local[").removesuffix("]")
     tag = f"drain-{cores}c-{partitions}p" + ("" if detect else "-nodetect")
     settings, env = isolated(
@@ -446,10 +455,10 @@ def run_drain(
 
 
 def run_scaling(ctx: BenchContext, drains: list[Drain]) -> None:
-    """The drain rate of each :data:`SCALING` setup (quick: one run each)."""
+    """The drain rate of each :data:`SCALING` setup, ``ctx.runs`` times."""
     load = Load(ctx.settings, events_per_cycle=50_000)
     load.build()
-    for _run in range(1 if ctx.quick else ctx.runs):
+    for _run in range(ctx.runs):
         for master, partitions, detect in SCALING:
             drain = run_drain(ctx, load, master, partitions, detect)
             drains.append(drain)
@@ -527,7 +536,11 @@ def _ladder_part(ctx: BenchContext, ladder: Ladder, section: Section) -> None:
             "events/s",
             [sustained],
             f"ladder of {seconds:.0f} s steps"
-            + (" (quick run: 20 s, not 60 s)" if ctx.quick else "")
+            + (
+                f" (quick run: one {seconds:.0f} s step at {FRESH_RATE:,}/s)"
+                if ctx.quick
+                else ""
+            )
             + "; sustained = lag not growing and drained within 10 s"
             + (
                 ""
@@ -645,11 +658,10 @@ def _profile_part(
     section.text += [
         "### Where time goes",
         "",
-        "Mean milliseconds per micro-batch of each sink (from the batch "
-        f"reports), {REST} = the batch minus its sinks (Spark work that belongs "
-        "to no sink: reading and parsing the records, the counts, the "
-        "de-duplication, the per-student aggregation); share of the batch; "
-        "microseconds per row.",
+        "Mean milliseconds per micro-batch of each sink and of each step "
+        "outside the sinks (from the batch reports; the steps are Spark jobs the "
+        "driver waits for), `other` = the batch minus all of them; share of the "
+        "batch; microseconds per row.",
         "",
         *profile_table(columns),
         "",
@@ -660,9 +672,16 @@ def _profile_part(
         "",
         *cores_table(cpu),
         "",
-        *changed_text(dedup),
+        *changed_text(dedup, _largest(columns)),
         "",
     ]
+
+
+def _largest(columns: list[tuple[str, list[BatchLine]]]) -> str | None:
+    """The sink or step with the most seconds per batch in the first column."""
+    p = profile(columns[0][1]) if columns else {}
+    parts = {k: v for k, v in p.items() if k in (*SINKS, *STEPS)}
+    return max(parts, key=lambda k: parts[k]) if parts else None
 
 
 def build_section(
@@ -680,6 +699,15 @@ def build_section(
         _ladder_part(ctx, ladder, section)
     if drains:
         _scaling_part(drains, section)
+    elif ctx.quick:
+        section.text += [
+            "### Scaling",
+            "",
+            "Not in a quick run (each setup starts a stream of its own): `make "
+            "bench` or `learntrack bench --only stream` drains a backlog with 1 vs "
+            "2 Spark cores, 3 vs 6 partitions, and with detection off.",
+            "",
+        ]
     _profile_part(ladder, drains, dedup, section)
     section.text += [f"**Not measured**: {e}" for e in errors]
     return section
@@ -695,8 +723,15 @@ def run(ctx: BenchContext) -> Section:
     try:
         for what, part in (
             ("ladder", lambda: run_ladder(ctx, ladder)),
-            ("scaling", lambda: run_scaling(ctx, drains)),
-            ("dedup before/after", lambda: dedup.append(run_dedup_ab(ctx))),
+            # A quick run leaves out what starts a stream or a measurement anew.
+            *(
+                []
+                if ctx.quick
+                else [
+                    ("scaling", lambda: run_scaling(ctx, drains)),
+                    ("dedup before/after", lambda: dedup.append(run_dedup_ab(ctx))),
+                ]
+            ),
         ):
             try:
                 part()

@@ -1,8 +1,9 @@
 """Where a micro-batch's time goes, and the change the profile led to.
 
 Runs in the ``learntrack bench`` process. :func:`profile_table` averages the
-per-sink seconds of the stream's batch lines (parse + dedup + aggregation = the
-batch minus its sinks: Spark work that belongs to no sink); :func:`cores_table`
+seconds of each sink and each step of the stream's batch lines (the steps are
+the Spark work that belongs to no sink; ``other`` is the batch minus both);
+:func:`cores_table`
 shows which processes used the cores meanwhile (from
 :class:`learntrack.bench.stream_run.CpuMeter`). :func:`run_dedup_ab` measures,
 on the bench's own SparkSession (the driver is this process), the one step the
@@ -27,7 +28,14 @@ from learntrack.bench.core import BenchContext, Figure
 from learntrack.bench.stream_run import BatchLine
 
 SINKS = ("mongo", "lake", "students", "redis", "graph", "dlq")
-REST = "parse + dedup + aggregation"
+#: The batch report's steps outside the sinks (``BatchReport.steps``).
+STEPS = {
+    "read": "read: read + parse + cache + counts",
+    "dedup": "dedup: distinct eventIds",
+    "fold": "fold: per-student aggregation",
+    "switch": "switch: region switches' events",
+}
+REST = "other: between the timed parts"
 #: Roles of :class:`~learntrack.bench.stream_run.CpuMeter`, in table order.
 ROLES = (
     "stream: Spark JVM",
@@ -47,7 +55,10 @@ def profile(batches: list[BatchLine]) -> dict[str, float]:
     """Mean seconds per batch of each sink and of the rest; mean rows."""
     if not batches:
         return {}
-    out = {k: statistics.fmean([b.sinks.get(k, 0.0) for b in batches]) for k in SINKS}
+    out = {
+        k: statistics.fmean([b.sinks.get(k, 0.0) for b in batches])
+        for k in (*SINKS, *STEPS)
+    }
     total = statistics.fmean([b.seconds for b in batches])
     out[REST] = max(0.0, total - sum(out.values()))
     out["batch"] = total
@@ -67,13 +78,13 @@ def profile_table(columns: list[tuple[str, list[BatchLine]]]) -> list[str]:
         f"| part of a micro-batch | {head} |",
         "|---" + "|---:" * len(profiles) + "|",
     ]
-    for part in (*SINKS, REST, "batch"):
+    for part in (*SINKS, *STEPS, REST, "batch"):
         cells = []
         for _name, p in profiles:
             share = p[part] / p["batch"] if p["batch"] else 0
             per_row = p[part] / p["rows"] * 1e6 if p["rows"] else 0
             cells.append(f"{p[part] * 1000:,.0f} ({share:.0%}), {per_row:,.0f}")
-        lines.append(f"| {part} | " + " | ".join(cells) + " |")
+        lines.append(f"| {STEPS.get(part, part)} | " + " | ".join(cells) + " |")
     rows = " | ".join(f"{p['rows']:,.0f}" for _n, p in profiles)
     lines.append(f"| rows per batch | {rows} |")
     return lines
@@ -128,7 +139,7 @@ def run_dedup_ab(ctx: BenchContext) -> DedupAB:
         "timestamp timestamp",
     )
     window, distinct = [], []
-    for _ in range(1 + (3 if ctx.quick else 2 * ctx.runs)):
+    for _ in range(1 + 2 * ctx.runs):
         parsed = raw.mapInArrow(make_parser(ctx.settings), parsed_schema()).persist()
         parsed.count()
         valid = parsed.where("ok")
@@ -153,12 +164,17 @@ def dedup_figures(ab: DedupAB) -> list[Figure]:
     ]
 
 
-def changed_text(ab: DedupAB | None) -> list[str]:
-    """What was changed because of the profile, and its before/after."""
+def changed_text(ab: DedupAB | None, largest: str | None = None) -> list[str]:
+    """What was changed because of the profile, and its before/after.
+
+    ``largest``: the part of a batch that took longest in the first profiled
+    column (a sink or a step), named in the text.
+    """
     lines = [
         "**What was changed because of it.** The profile puts most of a batch "
-        f"outside the sinks ({REST}), and the cores table puts the CPU in the "
-        "stream's own processes (Spark's JVM first), not in the stores. One part "
+        "outside the sinks (the steps and `other`), and the cores table puts most "
+        "of the CPU in the stream's own processes (Spark's JVM and its Python "
+        "workers) rather than the stores. One part "
         "of that was the de-duplication: every batch was shuffled and sorted by "
         "eventId with all its columns, and cached a second time, to keep one copy "
         "of events that almost never occur twice in a batch. `process_batch` now "
@@ -166,7 +182,9 @@ def changed_text(ab: DedupAB | None) -> list[str]:
         "the window only when a batch holds a duplicate; the rows written are the "
         "same (the replay and re-send test covers both paths).",
     ]
-    if ab is not None:
+    if ab is None:
+        lines[0] += " (Its before/after was not measured in this run.)"
+    else:
         before = statistics.median(ab.window)
         after = statistics.median(ab.distinct)
         lines[0] += (
@@ -176,19 +194,28 @@ def changed_text(ab: DedupAB | None) -> list[str]:
         )
     lines += [
         "",
-        "Not changed (yet), and why: the next candidates the profile shows are "
-        "the activity log's write through `rdd.mapPartitions` (rows are pickled "
-        "one by one between the JVM and Python; `mapInArrow` would hand them over "
-        "as Arrow batches), the detection query reading and parsing every record a "
-        "second time (the scaling table's drain with detection off compares), and "
-        "the graph "
-        "sink's parameters packed by the pure-Python Bolt encoder of the `neo4j` "
-        "driver (its optional Rust extension does that natively). And a batch "
-        "of a thousand rows can take about as long as one of tens of thousands: "
-        "a batch runs about ten Spark jobs one after another, and with Spark's "
-        "default FIFO scheduler they queue behind the detection query's tasks on "
-        "the two task slots (FAIR scheduling with one pool per query is the "
-        "thing to try). Each is a larger change to the streaming job or its "
-        "dependencies than this benchmark should make on its own.",
+        (
+            f"The largest part of a batch in this run: {STEPS.get(largest, largest)}. "
+            if largest
+            else ""
+        )
+        + "The detection query's batches (their own read, parse and per-student "
+        "state) run on the same two task slots as the fan-out's. "
+        "Tried once each on a 30 s step at 2,000 events/s (2026-11-23, "
+        "this machine), and not kept: FAIR scheduling with a pool per query plus "
+        "no-data batches off, and 4 task slots on the 2 cores "
+        "(`LEARNTRACK_SPARK__MASTER=local[4]`). Neither sustained the step; the "
+        "backlog drained in 44 s and 48 s after the producer stopped, against "
+        "41 s with the defaults.",
+        "",
+        "Not changed (yet): the candidates are less CPU per record rather than "
+        "other scheduling: one read and parse shared by the fan-out and "
+        "detection (today each query reads and validates every record), the "
+        "activity log's write through `rdd.mapPartitions` (rows are pickled one "
+        "by one between the JVM and Python; `mapInArrow` would hand them over as "
+        "Arrow batches), and the graph sink's parameters packed by the "
+        "pure-Python Bolt encoder of the `neo4j` driver. Each is a change to the "
+        "streaming job's design, beyond what a benchmark should change on its "
+        "own.",
     ]
     return lines
