@@ -27,6 +27,16 @@ from learntrack.errors import LearnTrackError
 from learntrack.streaming.job import BatchReport
 from tests.test_cli import run_cli
 
+#: What :func:`learntrack.bench.core.machine` returns, for the report tests.
+INFO = {
+    "cores": 2,
+    "memory_gib": 23.5,
+    "cpu": "x",
+    "python": "3.11",
+    "load_avg_at_start": [0.5, 0.4, 0.3],
+    "versions": {"pyspark": "4.3.0"},
+}
+
 
 def test_sections_are_chosen_in_run_order_and_unknown_names_refused() -> None:
     assert parse_only(None) == list(SECTIONS)
@@ -80,15 +90,7 @@ def test_report_has_every_figure_target_verdict_and_failed_sections(
         seconds=12.0,
     )
     failed = Section("batch", "Batch", error="cassandra unreachable")
-    info = {
-        "cores": 2,
-        "memory_gib": 23.5,
-        "cpu": "x",
-        "python": "3.11",
-        "load_avg_at_start": [0.5, 0.4, 0.3],
-        "versions": {"pyspark": "4.3.0"},
-    }
-    write([ok, failed], tmp_path, quick=True, info=info)
+    write([ok, failed], tmp_path, quick=True, info=INFO)
     md = (tmp_path / "benchmarks.md").read_text()
     assert "| mongo insert_many | 50,000 docs/s | 40,000 | 60,000 | 3 |  |  |" in md
     assert "| latest-20 p99 | 7.00 ms | 6.00 | 8.00 | 3 | <= 5.00 | **no** |" in md
@@ -138,24 +140,16 @@ def test_batch_line_carries_sinks_and_steps_into_the_profile() -> None:
 
 
 def test_only_some_sections_keeps_the_others_with_their_date(tmp_path: Path) -> None:
-    info = {
-        "cores": 2,
-        "memory_gib": 23.5,
-        "cpu": "x",
-        "python": "3.11",
-        "load_avg_at_start": [0.5, 0.4, 0.3],
-        "versions": {},
-    }
     raw = Section("raw", "Raw", [Figure.of("a", "x", [1.0])], text=["raw text"])
     first = Section("batch", "Batch", [Figure.of("b", "s", [9.0])], text=["old"])
-    write([raw, first], tmp_path, quick=False, info=info)
+    write([raw, first], tmp_path, quick=False, info=INFO)
     before = orjson.loads((tmp_path / "benchmarks.json").read_bytes())
     for s in before["sections"]:  # as if measured on another day
         s["measured_at"] = "2026-01-01T00:00:00+00:00"
     (tmp_path / "benchmarks.json").write_bytes(orjson.dumps(before))
     again = Section("batch", "Batch", [Figure.of("b", "s", [7.0])], text=["new"])
     keep = [k for k in SECTIONS if k != "batch"]
-    later = {**info, "load_avg_at_start": [1.25, 1.0, 1.0]}
+    later = {**INFO, "load_avg_at_start": [1.25, 1.0, 1.0]}
     write([again], tmp_path, quick=False, info=later, keep=keep)
     data = orjson.loads((tmp_path / "benchmarks.json").read_bytes())
     assert [s["key"] for s in data["sections"]] == ["raw", "batch"]
@@ -168,6 +162,6 @@ def test_only_some_sections_keeps_the_others_with_their_date(tmp_path: Path) -> 
     assert "Measured 2026-01-01T00:00:00+00:00, load average at start 0.50" in md
     assert "Sections measured at another time say so" in md
     # A quick report never mixes with a full one.
-    write([again], tmp_path, quick=True, info=info, keep=keep)
+    write([again], tmp_path, quick=True, info=INFO, keep=keep)
     quick = orjson.loads((tmp_path / "benchmarks.json").read_bytes())
     assert [s["key"] for s in quick["sections"]] == ["batch"]
