@@ -82,7 +82,7 @@ soak: setup ## The long fault-injection runs (kill -9 during 200k events; docs/r
 nightly: setup ## The nightly batch: yesterday's lake -> Cassandra (re-run a day: learntrack batch --date D)
 	$(LT) batch --yesterday
 
-bench: setup ## Benchmarks (writes docs/benchmarks.md); BENCH_ARGS=--quick for a short run
+bench: setup ## Benchmarks, ~1 h (writes docs/benchmarks.md); BENCH_ARGS=--quick: under 5 min, to .learntrack/bench/quick
 	$(LT) bench $(BENCH_ARGS)
 
 clean: down ## Stop the stack and delete all local state (.learntrack*)
