@@ -658,14 +658,15 @@ def bench(  # noqa: PLR0913
         str | None,
         typer.Option(
             help="Comma-separated sections: raw, producers, stream, legacy, "
-            "queries, batch (default: all)."
+            "queries, batch (default: all). The others keep their figures from "
+            "the report already in --out."
         ),
     ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Where benchmarks.md and benchmarks.json go [default: docs; "
-            "with --quick: <data-dir>/quick, so the full run in docs stays]."
+            help="Where benchmarks.md and benchmarks.json go (default: docs; "
+            "with --quick: DATA_DIR/quick, so the full run in docs stays)."
         ),
     ] = None,
     data_dir: Annotated[
