@@ -11,13 +11,14 @@ from pathlib import Path
 import orjson
 import pytest
 
-from learntrack.bench import SECTIONS, parse_only
+from learntrack.bench import SECTIONS, parse_only, result_keys
 from learntrack.bench.core import (
     DEFAULT_PORT_OFFSET,
     PORTS,
     Figure,
     Section,
     bench_env,
+    carried_results,
     percentile,
     write,
 )
@@ -165,3 +166,24 @@ def test_only_some_sections_keeps_the_others_with_their_date(tmp_path: Path) -> 
     write([again], tmp_path, quick=True, info=INFO, keep=keep)
     quick = orjson.loads((tmp_path / "benchmarks.json").read_bytes())
     assert [s["key"] for s in quick["sections"]] == ["batch"]
+
+
+def test_a_section_run_alone_keeps_report_order_and_the_raw_figures(
+    tmp_path: Path,
+) -> None:
+    raw = Section("raw", "Raw", [Figure.of("MongoDB insert_many", "docs/s", [3e4])])
+    batch = Section("batch", "Batch", [Figure.of("b", "s", [9.0])])
+    write([raw, batch], tmp_path, quick=False, info=INFO, order=list(SECTIONS))
+    # `--only stream` then `--only raw`: each lands in its place, not at the end.
+    stream = Section("stream", "Stream", [Figure.of("c", "x", [1.0])])
+    keep = [k for k in SECTIONS if k != "stream"]
+    write([stream], tmp_path, quick=False, info=INFO, keep=keep, order=list(SECTIONS))
+    keep = [k for k in SECTIONS if k != "raw"]
+    write([raw], tmp_path, quick=False, info=INFO, keep=keep, order=list(SECTIONS))
+    data = orjson.loads((tmp_path / "benchmarks.json").read_bytes())
+    assert [s["key"] for s in data["sections"]] == ["raw", "stream", "batch"]
+    # The stream section re-run alone still gets the raw insert rate it compares to.
+    keep = [k for k in SECTIONS if k != "stream"]
+    carried = carried_results(tmp_path, False, result_keys(keep))
+    assert carried == {"raw.mongo_insert_rate": 3e4}
+    assert carried_results(tmp_path, True, result_keys(keep)) == {}  # quick != full

@@ -23,6 +23,7 @@ from learntrack.bench.core import (
     Figure,
     Section,
     bench_env,
+    carried_results,
     env_vars,
     machine,
     write,
@@ -95,6 +96,7 @@ def run(  # noqa: PLR0913
             env=env,
         )
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
+        ctx.results.update(carried_results(out_dir, quick, result_keys(keep)))
         try:
             for key in only:
                 module, what = SECTIONS[key]
@@ -111,10 +113,25 @@ def run(  # noqa: PLR0913
                     report(f"[{key}] {f.name}: {f.median:,.2f} {f.unit}")
                 # After each section (partial results too); sections not asked
                 # for this time are kept from the report already there.
-                write(sections, out_dir, quick=quick, info=info, keep=keep)
+                write(
+                    sections,
+                    out_dir,
+                    quick=quick,
+                    info=info,
+                    keep=keep,
+                    order=list(SECTIONS),
+                )
         finally:
             if ctx.spark is not None:
                 ctx.spark.stop()
             if not was_running and not keep_stack:
                 stack.down(report=lambda _m: None)
     return sections
+
+
+def result_keys(keys: list[str]) -> dict[str, dict[str, str]]:
+    """Each section's ``RESULT_KEYS`` (figure name -> ``ctx.results`` key)."""
+    return {
+        k: dict(getattr(importlib.import_module(SECTIONS[k][0]), "RESULT_KEYS", {}))
+        for k in keys
+    }

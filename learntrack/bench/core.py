@@ -18,7 +18,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -220,12 +220,13 @@ def write(
     quick: bool,
     info: dict[str, Any],
     keep: Sequence[str] = (),
+    order: Sequence[str] = (),
 ) -> None:
     """``benchmarks.json`` (machine-readable) and ``benchmarks.md`` in ``out_dir``.
 
-    ``keep``: keys of sections not re-run this time to carry over, in this order
-    around the new ones, from the report already in ``out_dir`` (same kind, quick
-    or full); each section says when it was measured.
+    ``keep``: keys of sections not re-run this time to carry over from the report
+    already in ``out_dir`` (same kind, quick or full); each section says when it
+    was measured. ``order``: section keys in report order (others go last).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -243,8 +244,9 @@ def write(
         for s in sections
     }
     earlier = _earlier_sections(out_dir, quick) if keep else {}
-    order = [*keep, *(k for k in fresh if k not in keep)]
-    chosen = [fresh.get(k) or earlier.get(k) for k in order]
+    keys = [*keep, *(k for k in fresh if k not in keep)]
+    keys.sort(key=lambda k: list(order).index(k) if k in order else len(order))
+    chosen = [fresh.get(k) or earlier.get(k) for k in keys]
     payload = {
         "measured_at": stamp,
         "quick": quick,
@@ -255,6 +257,24 @@ def write(
         orjson.dumps(payload, option=orjson.OPT_INDENT_2)
     )
     (out_dir / "benchmarks.md").write_text(_markdown(payload))
+
+
+def carried_results(
+    out_dir: Path, quick: bool, result_keys: Mapping[str, Mapping[str, str]]
+) -> dict[str, float]:
+    """``ctx.results`` entries of sections kept from the report in ``out_dir``.
+
+    ``result_keys``: for each kept section, figure name -> result key (a
+    section's ``RESULT_KEYS``). A section re-run alone (``--only stream``) thus
+    still compares with the raw limits of the report it joins.
+    """
+    carried: dict[str, float] = {}
+    for key, section in _earlier_sections(out_dir, quick).items():
+        names = result_keys.get(key, {})
+        for fig in section["figures"]:
+            if fig["name"] in names:
+                carried[names[fig["name"]]] = float(fig["median"])
+    return carried
 
 
 def _earlier_sections(out_dir: Path, quick: bool) -> dict[str, dict[str, Any]]:

@@ -80,6 +80,9 @@ from learntrack.bench.stream_run import (
 )
 from learntrack.errors import LearnTrackError
 
+SUSTAINED = "highest sustained input rate, every sink on"
+#: Figure name -> ``ctx.results`` key, for a report this section is kept in.
+RESULT_KEYS = {SUSTAINED: "stream.sustained_rate"}
 #: Rates (events/s) climbed until a step is not sustained, and the rates tried
 #: downwards when the first one is not.
 FRESH_RATE = 5000
@@ -529,10 +532,10 @@ def _ladder_part(ctx: BenchContext, ladder: Ladder, section: Section) -> None:
     _rates_used, seconds = _rates(ctx)
     best = ladder.best()
     sustained = best.published.rate if best is not None else 0.0
-    ctx.results["stream.sustained_rate"] = sustained
+    ctx.results[RESULT_KEYS[SUSTAINED]] = sustained
     section.figures.append(
         Figure.of(
-            "highest sustained input rate, every sink on",
+            SUSTAINED,
             "events/s",
             [sustained],
             f"ladder of {seconds:.0f} s steps"
