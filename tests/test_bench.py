@@ -20,12 +20,15 @@ from learntrack.bench.core import (
     bench_env,
     carried_results,
     percentile,
+    settings_with,
     write,
 )
 from learntrack.bench.stream_profile import REST, profile, profile_table
-from learntrack.bench.stream_run import BatchLine
+from learntrack.bench.stream_run import BatchLine, LagReader
+from learntrack.config import Settings
 from learntrack.errors import LearnTrackError
 from learntrack.streaming.job import BatchReport
+from learntrack.topics import create_topic
 from tests.test_cli import run_cli
 
 #: What :func:`learntrack.bench.core.machine` returns, for the report tests.
@@ -187,3 +190,41 @@ def test_a_section_run_alone_keeps_report_order_and_the_raw_figures(
     carried = carried_results(tmp_path, False, result_keys(keep))
     assert carried == {"raw.mongo_insert_rate": 3e4}
     assert carried_results(tmp_path, True, result_keys(keep)) == {}  # quick != full
+
+
+def test_ladder_lag_waits_only_for_the_queries_that_run(
+    settings: Settings, prefix: str, tmp_path: Path
+) -> None:
+    """With detection off, lag is the fan-out's alone (real broker).
+
+    It used to count a detection query that never ran, so a ladder run with
+    ``LEARNTRACK_DETECT__ENABLED=false`` waited 15 min for its warm-up and failed.
+    """
+    from confluent_kafka import Producer
+
+    topic = f"{prefix}.activity"
+    create_topic(settings, topic, 2)
+    producer = Producer(settings.kafka.client_config())
+    for partition, count in ((0, 10), (1, 5)):
+        for i in range(count):
+            producer.produce(topic, value=b"%d" % i, partition=partition)
+    assert producer.flush(10) == 0
+    # The fan-out committed a batch ending at offset 4 of partition 0, 5 of 1.
+    root = tmp_path / "stream"
+    (root / "commits").mkdir(parents=True)
+    (root / "offsets").mkdir()
+    (root / "commits" / "0").write_text("v1\n{}\n")
+    (root / "offsets" / "0").write_text('v1\n{}\n{"0": 4, "1": 5}\n')
+    env = {"LEARNTRACK_TOPICS__ACTIVITY": topic}
+    env["LEARNTRACK_SPARK__CHECKPOINT_DIR"] = str(tmp_path)
+    lags = {}
+    for detect in ("false", "true"):
+        reader = LagReader(settings_with(**env, LEARNTRACK_DETECT__ENABLED=detect))
+        try:
+            lags[detect] = reader.sample()
+        finally:
+            reader.close()
+    off, on = lags["false"], lags["true"]
+    assert (off.produced, off.stream, off.detect, off.lag) == (15, 6, 0, 6)
+    # On, the detection query (no batch committed yet) has everything ahead of it.
+    assert (on.stream, on.detect, on.lag) == (6, 15, 15)

@@ -169,6 +169,7 @@ class Ladder:
     steps: list[Step] = field(default_factory=list)
     fresh: Step | None = None
     alerts_unattributed: int = 0
+    detect: bool = True  # the detection query ran (LEARNTRACK_DETECT__ENABLED)
 
     def best(self) -> Step | None:
         """The highest sustained step."""
@@ -341,6 +342,7 @@ def run_ladder(ctx: BenchContext, ladder: Ladder) -> None:
     """Start the stream, warm it up, climb the ladder, then the 5k freshness step."""
     rates, seconds = _rates(ctx)
     settings, env = isolated(ctx, "ladder")
+    ladder.detect = settings.detect.enabled
     prepare(settings)
     load = Load(settings, events_per_cycle=20_000 if ctx.quick else 50_000)
     load.build()
@@ -545,6 +547,7 @@ def _ladder_part(ctx: BenchContext, ladder: Ladder, section: Section) -> None:
                 else ""
             )
             + "; sustained = lag not growing and drained within 10 s"
+            + ("" if ladder.detect else "; detection query off")
             + (
                 ""
                 if best is not None

@@ -305,7 +305,7 @@ class LagSample:
     at: float  # time.monotonic()
     produced: int  # sum of the partitions' end offsets
     stream: int  # fan-out query
-    detect: int  # detection query
+    detect: int  # detection query (0 when it is off)
 
     @property
     def lag(self) -> int:
@@ -333,10 +333,9 @@ class LagReader:
         )
         meta = self._consumer.list_topics(self.topic, timeout=10)
         self.partitions = sorted(meta.topics[self.topic].partitions)
-        self.checkpoints = {
-            "stream": settings.checkpoint_dir / "stream",
-            "detect": settings.checkpoint_dir / "detect",
-        }
+        self.checkpoints = {"stream": settings.checkpoint_dir / "stream"}
+        if settings.detect.enabled:  # off: there is no detection query to wait for
+            self.checkpoints["detect"] = settings.checkpoint_dir / "detect"
 
     def close(self) -> None:
         """Release the consumer."""
@@ -389,14 +388,17 @@ class LagReader:
         return sum(upto.values())
 
     def sample(self) -> LagSample:
-        """One reading of both queries' lag."""
+        """One reading of each running query's lag."""
         ends = self.produced()
         lags = {}
         for query in self.checkpoints:
             done = self.committed(query)
             lags[query] = sum(max(0, e - done.get(p, 0)) for p, e in ends.items())
         return LagSample(
-            time.monotonic(), sum(ends.values()), lags["stream"], lags["detect"]
+            time.monotonic(),
+            sum(ends.values()),
+            lags["stream"],
+            lags.get("detect", 0),
         )
 
 
