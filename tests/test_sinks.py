@@ -13,7 +13,7 @@ from learntrack.config import Settings, get_settings
 from learntrack.errors import RetryableSinkError
 from learntrack.sinks.alerts import GraphAlertSink
 from learntrack.sinks.dlq import DeadLetterSink
-from learntrack.sinks.graph import GraphSink
+from learntrack.sinks.graph import GraphSink, delete_nodes
 from learntrack.sinks.mongo import MongoActivitySink, MongoStudentSink
 from learntrack.sinks.redis import PREFIX, RedisScoreSink
 from learntrack.topics import ensure_topics, read_topic
@@ -281,3 +281,27 @@ def test_dlq_batches_are_written_once_even_by_a_new_writer(
     headers = dict(records[0].headers() or [])
     assert headers["reason"] == b"event: Invalid JSON"
     assert {"source.partition", "source.offset", "batch"} <= set(headers)
+
+
+def test_graph_reset_deletes_in_chunks_until_none_is_left(
+    settings: Settings, prefix: str
+) -> None:
+    """``delete_nodes``: chunked, retried transactions (what every graph reset uses).
+
+    One DETACH DELETE over a large graph failed on the local server with a
+    transient "concurrent change" error and stopped the bench; each chunk is now
+    a managed transaction the driver re-runs.
+    """
+    label = f"{prefix.capitalize()}Node"
+    with (
+        graph_driver(settings) as driver,
+        driver.session(database=settings.graph.database) as session,
+    ):
+        session.run(
+            f"UNWIND range(1, 2500) AS i CREATE (n:{label} {{i: i}})-[:NEXT]->"
+            f"(m:{label} {{i: -i}})"
+        ).consume()
+        assert delete_nodes(session, label, chunk=1000) == 5000  # 6 chunks
+        left = session.run(f"MATCH (n:{label}) RETURN count(n) AS n").single()
+        assert left is not None and left["n"] == 0
+        assert delete_nodes(session, label) == 0  # nothing left: one empty chunk

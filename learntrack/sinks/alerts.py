@@ -31,6 +31,7 @@ from learntrack.errors import FatalSinkError, RetryableSinkError
 from learntrack.events import utc_iso
 from learntrack.sinks.base import Sink
 from learntrack.sinks.dlq import Record, TransactionalTopicSink
+from learntrack.sinks.graph import delete_nodes
 
 ALERTS = "alerts"
 REDIS_PREFIX = "lt:alerts:"
@@ -307,7 +308,8 @@ class GraphAlertSink(Sink):
         """Delete every Alert node."""
         self.open()
         try:
-            self._session_run("MATCH (x:Alert) DETACH DELETE x")
+            with self._driver.session(database=self.settings.graph.database) as s:
+                delete_nodes(s, "Alert")
         finally:
             self.close()
 

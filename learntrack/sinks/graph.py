@@ -28,6 +28,8 @@ from learntrack.errors import FatalSinkError, RetryableSinkError
 from learntrack.sinks.base import Sink
 
 CHUNK = 500
+#: Nodes deleted per transaction by :meth:`GraphSink.reset`.
+RESET_CHUNK = 10_000
 
 SCHEMA = (
     "CREATE CONSTRAINT student_id IF NOT EXISTS "
@@ -154,9 +156,32 @@ class GraphSink(Sink):
         try:
             with self._driver.session(database=self.settings.graph.database) as session:
                 for label in ("Activity", "Student", "Region"):
-                    session.run(f"MATCH (n:{label}) DETACH DELETE n").consume()
+                    delete_nodes(session, label)
         finally:
             self.close()
+
+
+def delete_nodes(session: Any, label: str, chunk: int = RESET_CHUNK) -> int:
+    """Delete every ``label`` node, ``chunk`` nodes per transaction; how many.
+
+    Each chunk is a managed transaction, which the driver re-runs on a transient
+    error: the local graph server reports a concurrent change to a page
+    (``DeadlockDetected``) while it deletes a large graph, and one transaction
+    over millions of nodes would also hold them all in memory.
+    """
+    query = (
+        f"MATCH (n:{label}) WITH n LIMIT $chunk DETACH DELETE n RETURN count(*) AS n"
+    )
+
+    def one(tx: Any) -> int:
+        return int(tx.run(query, chunk=chunk).single()["n"])
+
+    total = 0
+    while True:
+        deleted = session.execute_write(one)
+        total += deleted
+        if deleted < chunk:
+            return total
 
 
 def _write_chunk(
