@@ -244,8 +244,8 @@ def write(
         for s in sections
     }
     earlier = _earlier_sections(out_dir, quick) if keep else {}
-    keys = [*keep, *(k for k in fresh if k not in keep)]
-    keys.sort(key=lambda k: list(order).index(k) if k in order else len(order))
+    rank = {k: i for i, k in enumerate(order)}
+    keys = sorted(dict.fromkeys([*keep, *fresh]), key=lambda k: rank.get(k, len(rank)))
     chosen = [fresh.get(k) or earlier.get(k) for k in keys]
     payload = {
         "measured_at": stamp,
