@@ -7,6 +7,7 @@ samples into figures and figures into docs/benchmarks.*, not any speed.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -15,6 +16,7 @@ from learntrack.bench import SECTIONS, parse_only, result_keys
 from learntrack.bench.core import (
     DEFAULT_PORT_OFFSET,
     PORTS,
+    BenchContext,
     Figure,
     Section,
     bench_env,
@@ -23,8 +25,10 @@ from learntrack.bench.core import (
     settings_with,
     write,
 )
+from learntrack.bench.stream import SUSTAINED, Ladder, Step, build_section
+from learntrack.bench.stream_load import Published
 from learntrack.bench.stream_profile import REST, profile, profile_table
-from learntrack.bench.stream_run import BatchLine, LagReader
+from learntrack.bench.stream_run import BatchLine, LagReader, LagSample
 from learntrack.config import Settings
 from learntrack.errors import LearnTrackError
 from learntrack.streaming.job import BatchReport
@@ -228,3 +232,79 @@ def test_ladder_lag_waits_only_for_the_queries_that_run(
     assert (off.produced, off.stream, off.detect, off.lag) == (15, 6, 0, 6)
     # On, the detection query (no batch committed yet) has everything ahead of it.
     assert (on.stream, on.detect, on.lag) == (6, 15, 15)
+
+
+def _step(
+    rate: float, lag: tuple[int, int], drained: float | None, **probe: Any
+) -> Step:
+    """A ladder step published at ``rate`` for 60 s; lag ``first -> last`` third."""
+    first, last = lag
+    lags = [LagSample(float(t), 0, first if t < 30 else last, 0) for t in range(60)]
+    return Step(
+        rate,
+        60.0,
+        Published(round(rate * 60), 0.0, 60.0),
+        lags,
+        drained,
+        [],
+        {},
+        **probe,
+    )
+
+
+def test_ladder_runs_give_medians_with_spread_and_one_table(tmp_path: Path) -> None:
+    """Three ladder runs: every ladder figure is their median, with min and max."""
+    ok, grew = (100, 120), (1000, 9000)
+    one = Ladder([_step(1000, ok, 1.0, mongo=[0.2, 0.3]), _step(2000, grew, None)])
+    one.fresh = _step(5000, grew, 20.0, mongo=[1.0, 2.0, 9.0], alerts=[0.5])
+    two = Ladder([_step(1000, grew, 30.0), _step(500, grew, 12.0)])  # none held
+    two.fresh = _step(5000, grew, 25.0, mongo=[3.0, 4.0, 5.0], redis=[6.0])
+    three = Ladder(
+        [
+            _step(1000, ok, 2.0),
+            _step(2000, ok, 3.0, mongo=[0.4]),
+            _step(3000, grew, None),
+        ]
+    )
+    three.fresh = _step(5000, grew, 30.0, mongo=[2.0, 2.0, 2.0])
+    ctx = BenchContext(
+        Settings(),
+        quick=False,
+        runs=3,
+        work_dir=tmp_path,
+        report=print,
+        results={"raw.mongo_insert_rate": 4000.0},
+    )
+    section = build_section(ctx, [one, two, three], [], None, [])
+    figures = {f.name: f for f in section.figures}
+    held = figures[SUSTAINED]
+    assert (held.median, held.low, held.high, held.runs) == (1000, 0, 2000, 3)
+    assert held.met is False and "0 = no step sustained in that run" in held.note
+    ratio = figures["sustained rate / raw MongoDB insert_many rate"]
+    assert (ratio.median, ratio.low, ratio.high) == (0.25, 0.0, 0.5)
+    assert ctx.results["stream.sustained_rate"] == 1000
+    p99 = figures["produce -> MongoDB activities, p99"]  # each run's p99: 9, 5, 2
+    assert (p99.median, p99.low, p99.high, p99.runs) == (5.0, 2.0, 9.0, 3)
+    # A path seen in one run only is one sample, and says how many it had.
+    redis = figures["produce -> Redis student hash, p50"]
+    assert (redis.runs, redis.median) == (1, 6.0)
+    # Runs 1 and 3 sustained a step below 5k: their steady freshness, apart.
+    steady = figures["produce -> MongoDB activities, p99 at 1,000/2,000/s (sustained)"]
+    assert (steady.runs, steady.low, steady.high) == (2, 0.3, 0.4)
+    text = "\n".join(section.text)
+    assert "3 ladder runs, each a stream started anew on emptied" in text
+    rows = [line for line in section.text if line.startswith("| ") and "/s" not in line]
+    assert [r.split(" | ")[0:2] for r in rows if r[2].isdigit()] == [
+        ["| 1", "1,000"],
+        ["| 1", "2,000"],
+        ["| 1", "5,000"],
+        ["| 2", "1,000"],
+        ["| 2", "500"],
+        ["| 2", "5,000"],
+        ["| 3", "1,000"],
+        ["| 3", "2,000"],
+        ["| 3", "3,000"],
+        ["| 3", "5,000"],
+    ]
+    # Each reason once, however many runs gave it.
+    assert "5,000 events/s in 3 of 3 runs (not drained in 10 s):" in text

@@ -23,6 +23,10 @@ from a thread of the bench (:mod:`learntrack.bench.stream_load`).
    tries the midpoint once). The figure is the published rate of the highest
    sustained step; its ratio to the raw section's MongoDB ``insert_many`` rate
    says how much of a store's raw speed the whole pipeline keeps.
+
+   The full run climbs the ladder ``ctx.runs`` times, each with a stream started
+   anew on emptied topics and stores, and reports the median of the runs with
+   their spread; the quick run climbs it once.
 2. **Freshness at 5,000 events/s** (a ladder step; run on its own when the ladder
    stopped below it): p50/p95/p99 from handing a record to the producer to seeing
    it in MongoDB ``activities`` and in the student's Redis hash, and from the
@@ -100,6 +104,9 @@ GROWTH_MIN = 1000
 DRAIN_OK_S = 10.0
 #: Longest wait for a backlog before the next step (the ladder ends if exceeded).
 DRAIN_MAX_S, DRAIN_MAX_QUICK_S = 180.0, 90.0
+#: Ladder runs in a quick run (a full run makes ``ctx.runs`` of them): each
+#: starts a stream anew, which a quick run cannot afford twice.
+LADDER_RUNS_QUICK = 1
 #: Partitions and cores of the scaling runs; the first is the default setup.
 SCALING = (
     ("local[2]", 6, True),
@@ -147,7 +154,7 @@ class Step:
             reasons.append(f"not drained in {DRAIN_OK_S:.0f} s")
         if self.published.rate < PRODUCER_SHORT * self.rate:
             reasons.append(
-                f"producer reached {self.published.rate / self.rate:.0%} of the rate"
+                f"producer reached {self.published.rate / self.rate:.1%} of the rate"
             )
         return "; ".join(reasons) or "sustained"
 
@@ -481,14 +488,22 @@ def _pcts(values: list[float]) -> str:
     return f"{percentile(values, 0.5):.2f} / {percentile(values, 0.99):.2f}"
 
 
-def ladder_table(ladder: Ladder) -> list[str]:
-    """The ladder as a markdown table."""
+def ladder_table(ladders: list[Ladder]) -> list[str]:
+    """Every run's ladder as one markdown table, its steps in the order climbed."""
     lines = [
-        "| rate (events/s) | published/s | s | batches | mean batch s | "
+        "| run | rate (events/s) | published/s | s | batches | mean batch s | "
         "lag first 1/3 | lag last 1/3 | max lag | drained in | "
         "MongoDB p50 / p99 s | Redis p50 / p99 s | alert p99 s | verdict |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
+    for run, ladder in enumerate(ladders, 1):
+        lines += [f"| {run} | {row}" for row in _ladder_rows(ladder)]
+    return lines
+
+
+def _ladder_rows(ladder: Ladder) -> list[str]:
+    """One ladder's steps, then its freshness step if it was not one of them."""
+    lines = []
     for s in ladder.steps + (
         [ladder.fresh] if ladder.fresh not in ladder.steps else []
     ):
@@ -499,7 +514,7 @@ def ladder_table(ladder: Ladder) -> list[str]:
         drained = "-" if s.drained_s is None else f"{s.drained_s:.1f} s"
         alert = f"{percentile(s.alerts, 0.99):.2f}" if s.alerts else "-"
         lines.append(
-            f"| {s.rate:,.0f} | {s.published.rate:,.0f} | {s.seconds:.0f} | "
+            f"{s.rate:,.0f} | {s.published.rate:,.0f} | {s.seconds:.0f} | "
             f"{len(s.batches)} | {mean_batch:.2f} | {first:,.0f} | {last:,.0f} | "
             f"{s.max_lag:,} | {drained} | {_pcts(s.mongo)} | {_pcts(s.redis)} | "
             f"{alert} | {s.verdict} |"
@@ -507,52 +522,67 @@ def ladder_table(ladder: Ladder) -> list[str]:
     return lines
 
 
-def _freshness_figures(step: Step, suffix: str) -> list[Figure]:
+def _freshness_figures(steps: list[Step], suffix: str) -> list[Figure]:
+    """p50/p95/p99 of each path: one sample per run, the percentile of its step."""
     figures = []
-    for path, values, target in (
-        ("MongoDB activities", step.mongo, 2.0),
-        ("Redis student hash", step.redis, 2.0),
-        ("alert in MongoDB", step.alerts, 3.0),
+    rates = ", ".join(f"{s.published.rate:,.0f}" for s in steps)
+    for path, per_step, target in (
+        ("MongoDB activities", [s.mongo for s in steps], 2.0),
+        ("Redis student hash", [s.redis for s in steps], 2.0),
+        ("alert in MongoDB", [s.alerts for s in steps], 3.0),
     ):
-        if not values:
+        runs = [v for v in per_step if v]  # the runs that saw this path
+        if not runs:
             continue
+        counts = " / ".join(f"{len(v):,}" for v in runs)
         for q in (0.5, 0.95, 0.99):
             figures.append(
                 Figure.of(
                     f"produce -> {path}, p{round(q * 100)}{suffix}",
                     "s",
-                    [percentile(values, q)],
-                    f"{len(values):,} samples at {step.published.rate:,.0f} events/s "
-                    f"for {step.seconds:.0f} s; polled every 0.1 s",
+                    [percentile(v, q) for v in runs],
+                    f"each run's percentile of its step: {counts} samples at "
+                    f"{rates} events/s for {steps[0].seconds:.0f} s; "
+                    "polled every 0.1 s",
                     at_most=target if q == 0.99 else None,  # noqa: PLR2004
                 )
             )
     return figures
 
 
-def _ladder_part(ctx: BenchContext, ladder: Ladder, section: Section) -> None:
+def _ladder_part(ctx: BenchContext, ladders: list[Ladder], section: Section) -> None:
     _rates_used, seconds = _rates(ctx)
-    best = ladder.best()
-    sustained = best.published.rate if best is not None else 0.0
-    ctx.results[RESULT_KEYS[SUSTAINED]] = sustained
+    bests = [ladder.best() for ladder in ladders]
+    rates = [b.published.rate if b is not None else 0.0 for b in bests]
+    ctx.results[RESULT_KEYS[SUSTAINED]] = statistics.median(rates)
+    runs = (
+        f"{len(ladders)} ladder runs, each a stream started anew"
+        if len(ladders) > 1
+        else "1 ladder run"
+    )
+    lowest = min(s.rate for ladder in ladders for s in ladder.steps)
     section.figures.append(
         Figure.of(
             SUSTAINED,
             "events/s",
-            [sustained],
-            f"ladder of {seconds:.0f} s steps"
+            rates,
+            f"{runs}, of {seconds:.0f} s steps"
             + (
                 f" (quick run: one {seconds:.0f} s step at {FRESH_RATE:,}/s)"
                 if ctx.quick
                 else ""
             )
             + "; sustained = lag not growing and drained within 10 s"
-            + ("" if ladder.detect else "; detection query off")
             + (
                 ""
-                if best is not None
-                else "; 0 = no step sustained, down to the lowest tried, "
-                f"{min(s.rate for s in ladder.steps):,.0f} events/s"
+                if all(ladder.detect for ladder in ladders)
+                else "; detection query off"
+            )
+            + (
+                ""
+                if all(bests)
+                else "; 0 = no step sustained in that run, down to the lowest "
+                f"tried, {lowest:,.0f} events/s"
             ),
             at_least=25_000,
         )
@@ -563,7 +593,7 @@ def _ladder_part(ctx: BenchContext, ladder: Ladder, section: Section) -> None:
             Figure.of(
                 "sustained rate / raw MongoDB insert_many rate",
                 "x",
-                [sustained / raw],
+                [r / raw for r in rates],
                 f"raw section: {raw:,.0f} docs/s",
                 at_least=0.5,
             )
@@ -578,28 +608,50 @@ def _ladder_part(ctx: BenchContext, ladder: Ladder, section: Section) -> None:
         "of the last third of the step is at most the first third's + max(2 s of "
         "input, 1,000), and both queries had processed everything 10 s after "
         "the producer stopped. Freshness columns: seconds from handing a record "
-        "to the producer to seeing it (polled every 0.1 s).",
+        "to the producer to seeing it (polled every 0.1 s). "
+        f"{runs} on emptied topics and stores; the figures above are the median "
+        "of the runs, with min and max.",
         "",
-        *ladder_table(ladder),
+        *ladder_table(ladders),
         "",
     ]
-    fresh = ladder.fresh
-    if fresh is None:
-        return
-    section.figures += _freshness_figures(fresh, "")
-    if not fresh.sustained and best is not None:
-        section.figures += _freshness_figures(
-            best, f" at {best.rate:,.0f}/s (sustained)"
-        )
+    _fresh_part(ladders, section)
+
+
+def _fresh_part(ladders: list[Ladder], section: Section) -> None:
+    """The freshness figures of the runs that reached the 5k step."""
+    fresh = [ladder.fresh for ladder in ladders if ladder.fresh is not None]
+    section.figures += _freshness_figures(fresh, "") if fresh else []
+    # A run whose 5k step was not sustained: its backlog grew, so the steady
+    # state is the highest sustained step's freshness, where there was one.
+    steady = [
+        best
+        for ladder in ladders
+        if ladder.fresh is not None
+        and not ladder.fresh.sustained
+        and (best := ladder.best()) is not None
+    ]
+    if steady:
+        rates = "/".join(sorted({f"{s.rate:,.0f}" for s in steady}))
+        section.figures += _freshness_figures(steady, f" at {rates}/s (sustained)")
+    missed = [f for f in fresh if not f.sustained]
+    if missed:
+        why = sorted({r for f in missed for r in f.verdict.split("; ")})
         section.text += [
-            f"The stream did not sustain {FRESH_RATE:,} events/s here "
-            f"({fresh.verdict}): the freshness figures at that rate include the "
-            "growing backlog; the ones at the sustained rate are the steady state.",
+            f"The stream did not sustain {FRESH_RATE:,} events/s in "
+            f"{len(missed)} of {len(fresh)} runs ({'; '.join(why)}): the freshness "
+            "figures at that rate include the growing backlog"
+            + (
+                "; the ones at the sustained rate are the steady state."
+                if steady
+                else "."
+            ),
             "",
         ]
-    if ladder.alerts_unattributed:
+    unattributed = sum(ladder.alerts_unattributed for ladder in ladders)
+    if unattributed:
         section.text += [
-            f"{ladder.alerts_unattributed} alerts had a second event the bench "
+            f"{unattributed} alerts had a second event the bench "
             "had not marked (not timed).",
             "",
         ]
@@ -643,16 +695,22 @@ def _scaling_part(drains: list[Drain], section: Section) -> None:
 
 
 def _profile_part(
-    ladder: Ladder, drains: list[Drain], dedup: DedupAB | None, section: Section
+    ladders: list[Ladder],
+    drains: list[Drain],
+    dedup: DedupAB | None,
+    section: Section,
 ) -> None:
+    ladder = ladders[0] if ladders else Ladder()  # the first run's
     best = ladder.best()
     columns = []
     cpu = []
+    run = " (run 1)" if len(ladders) > 1 else ""
     if best is not None:
-        columns.append((f"ladder at {best.rate:,.0f}/s", best.steady_batches()))
-        cpu.append((f"ladder at {best.rate:,.0f}/s", best.cores))
+        name = f"ladder at {best.rate:,.0f}/s{run}"
+        columns.append((name, best.steady_batches()))
+        cpu.append((name, best.cores))
     elif ladder.fresh is not None:  # nothing sustained: the 5k step, as it went
-        name = f"ladder at {ladder.fresh.rate:,.0f}/s (not sustained)"
+        name = f"ladder at {ladder.fresh.rate:,.0f}/s (not sustained){run}"
         columns.append((name, ladder.fresh.batches))
         cpu.append((name, ladder.fresh.cores))
     if drains:
@@ -692,17 +750,17 @@ def _largest(columns: list[tuple[str, list[BatchLine]]]) -> str | None:
 
 def build_section(
     ctx: BenchContext,
-    ladder: Ladder,
+    ladders: list[Ladder],
     drains: list[Drain],
     dedup: DedupAB | None,
     errors: list[str],
 ) -> Section:
-    """Figures and text from what was measured."""
+    """Figures and text from what was measured (``ladders``: the completed runs)."""
     section = Section(
         "stream", "Stream: sustained rate, freshness, scaling, where time goes"
     )
-    if ladder.steps:
-        _ladder_part(ctx, ladder, section)
+    if ladders:
+        _ladder_part(ctx, ladders, section)
     if drains:
         _scaling_part(drains, section)
     elif ctx.quick:
@@ -714,21 +772,40 @@ def build_section(
             "2 Spark cores, 3 vs 6 partitions, and with detection off.",
             "",
         ]
-    _profile_part(ladder, drains, dedup, section)
+    _profile_part(ladders, drains, dedup, section)
     section.text += [f"**Not measured**: {e}" for e in errors]
     return section
 
 
+def run_ladders(ctx: BenchContext, ladders: list[Ladder], errors: list[str]) -> None:
+    """The ladder ``ctx.runs`` times (quick: once), each with a stream of its own.
+
+    A run that fails is reported in ``errors`` and left out of ``ladders``: a
+    ladder cut short says nothing about the highest rate; the other runs go on.
+    """
+    count = LADDER_RUNS_QUICK if ctx.quick else ctx.runs
+    for number in range(1, count + 1):
+        ctx.report(f"stream: ladder run {number} of {count}")
+        ladder = Ladder()
+        try:
+            run_ladder(ctx, ladder)
+        except Exception as err:  # noqa: BLE001 - report it, run the next one
+            ctx.report(traceback.format_exc())
+            errors.append(f"ladder run {number}: {err}")
+            continue
+        ladders.append(ladder)
+
+
 def run(ctx: BenchContext) -> Section:
-    """The ladder (with freshness), then the scaling runs; cleans up after each."""
-    ladder = Ladder()
+    """The ladders (with freshness), then the scaling runs; cleans up after each."""
+    ladders: list[Ladder] = []
     drains: list[Drain] = []
     dedup: list[DedupAB] = []
     errors: list[str] = []
     aside = set_lake_aside(ctx.settings)
     try:
         for what, part in (
-            ("ladder", lambda: run_ladder(ctx, ladder)),
+            ("ladder", lambda: run_ladders(ctx, ladders, errors)),
             # A quick run leaves out what starts a stream or a measurement anew.
             *(
                 []
@@ -746,4 +823,4 @@ def run(ctx: BenchContext) -> Section:
                 errors.append(f"{what}: {err}")
     finally:
         restore_lake(ctx.settings, aside)
-    return build_section(ctx, ladder, drains, dedup[0] if dedup else None, errors)
+    return build_section(ctx, ladders, drains, dedup[0] if dedup else None, errors)

@@ -28,7 +28,7 @@ from learntrack.errors import FatalSinkError, RetryableSinkError
 from learntrack.sinks.base import Sink
 
 CHUNK = 500
-#: Nodes deleted per transaction by :meth:`GraphSink.reset`.
+#: Nodes deleted per transaction by :func:`delete_nodes` (the graph sinks' resets).
 RESET_CHUNK = 10_000
 
 SCHEMA = (
