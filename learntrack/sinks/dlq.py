@@ -42,6 +42,8 @@ class TransactionalTopicSink(Sink):
     """
 
     name = "topic"
+    #: How long one transactional call (init, commit) waits for the broker.
+    wait_s = 60.0
 
     def __init__(self, settings: Settings, writer_id: str = "stream") -> None:
         """``writer_id`` names the transactional producer (one per checkpoint)."""
@@ -83,7 +85,7 @@ class TransactionalTopicSink(Sink):
                 "message.max.bytes": MAX_RECORD_BYTES,
             }
         )
-        producer.init_transactions(30)
+        producer.init_transactions(self.wait_s / 2)
         self._producer = producer
 
     def close(self) -> None:
@@ -110,10 +112,15 @@ class TransactionalTopicSink(Sink):
         """
         from confluent_kafka import KafkaException
 
-        if self._stale:
-            self._new_producer()
-            self._done = self._committed_batches()
-            self._stale = False
+        try:
+            if self._stale:
+                # The broker may still be away: a failure here is retried like
+                # one of the transaction below, with the producer still stale.
+                self._new_producer()
+                self._done = self._committed_batches()
+                self._stale = False
+        except KafkaException as err:
+            raise _sink_error(self.name, err) from err
         if batch_id in self._done:
             return 0
         topic = self.topic()
@@ -127,16 +134,13 @@ class TransactionalTopicSink(Sink):
                 str(batch_id).encode(),
                 None,
             )
-            self._producer.commit_transaction(60)
+            self._producer.commit_transaction(self.wait_s)
         except KafkaException as err:
             self._stale = True
-            error = err.args[0]
-            if error.fatal():
-                # Fenced by a newer writer, or broken: this producer cannot go on.
-                raise FatalSinkError(f"{self.name}: {error}") from err
-            with contextlib.suppress(KafkaException):
-                self._producer.abort_transaction(30)
-            raise RetryableSinkError(f"{self.name}: {error}") from err
+            if not err.args[0].fatal():
+                with contextlib.suppress(KafkaException):
+                    self._producer.abort_transaction(self.wait_s / 2)
+            raise _sink_error(self.name, err) from err
         self._done.add(batch_id)
         return len(rows)
 
@@ -204,6 +208,17 @@ class TransactionalTopicSink(Sink):
         topic = self.topic()
         delete_topics(self.settings, [topic, commits_topic(self.settings, topic)])
         ensure_topics(self.settings)
+
+
+def _sink_error(name: str, err: Exception) -> FatalSinkError | RetryableSinkError:
+    """A client error as the sink contract's error: fatal only if Kafka says so.
+
+    A fatal error means fenced by a newer writer, or broken: this producer cannot
+    go on. Anything else (the broker away, a timeout) may pass on a retry.
+    """
+    error = err.args[0] if err.args else err
+    fatal = bool(getattr(error, "fatal", lambda: False)())
+    return (FatalSinkError if fatal else RetryableSinkError)(f"{name}: {error}")
 
 
 class DeadLetterSink(TransactionalTopicSink):
