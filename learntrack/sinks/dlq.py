@@ -210,15 +210,14 @@ class TransactionalTopicSink(Sink):
         ensure_topics(self.settings)
 
 
-def _sink_error(name: str, err: Exception) -> FatalSinkError | RetryableSinkError:
-    """A client error as the sink contract's error: fatal only if Kafka says so.
+def _sink_error(name: str, err: Any) -> FatalSinkError | RetryableSinkError:
+    """A ``KafkaException`` as the sink contract's error: fatal only if Kafka says so.
 
     A fatal error means fenced by a newer writer, or broken: this producer cannot
     go on. Anything else (the broker away, a timeout) may pass on a retry.
     """
-    error = err.args[0] if err.args else err
-    fatal = bool(getattr(error, "fatal", lambda: False)())
-    return (FatalSinkError if fatal else RetryableSinkError)(f"{name}: {error}")
+    error = err.args[0]
+    return (FatalSinkError if error.fatal() else RetryableSinkError)(f"{name}: {error}")
 
 
 class DeadLetterSink(TransactionalTopicSink):
