@@ -49,8 +49,8 @@ def cassandra_session(
 ) -> tuple[Any, Any]:
     """A connected ``(Cluster, Session)`` pair; call ``cluster.shutdown()`` after.
 
-    Protocol version and consistency come from the settings: the local Cassandra 1.2
-    speaks protocol v1 only and drops connections asked for LOCAL_ONE.
+    Protocol version (v5 for Cassandra 5.0), consistency and the password
+    (PasswordAuthenticator) come from the settings.
     """
     from cassandra import ConsistencyLevel
     from cassandra.auth import PlainTextAuthProvider
@@ -74,8 +74,7 @@ def cassandra_session(
         auth_provider=auth,
         connect_timeout=timeout,
         control_connection_timeout=timeout,
-        # Cassandra 1.2's system tables confuse the driver's schema reader (it logs
-        # a warning per table); LearnTrack never reads driver-side metadata.
+        # LearnTrack never reads driver-side metadata: skip fetching it on connect.
         schema_metadata_enabled=False,
         token_metadata_enabled=False,
     )

@@ -59,10 +59,11 @@ class TopicSettings(BaseModel):
 
 
 class KafkaSettings(BaseModel):
-    """The event log: a Kafka cluster, or the local Kafka-compatible broker."""
+    """The event log: a Kafka cluster, or the local Apache Kafka broker (KRaft)."""
 
     host: str = LOCALHOST
     port: Port = _port(9092, "Port of the local broker.")
+    controller_port: Port = _port(9093, "KRaft controller port of the local broker.")
     bootstrap_servers: str | None = Field(
         None, description="Comma-separated host:port list; default host:port."
     )
@@ -71,8 +72,8 @@ class KafkaSettings(BaseModel):
     retention_ms: int = Field(
         7 * 24 * 3600 * 1000,
         ge=60_000,
-        description="Retention of the topics LearnTrack creates (the local broker "
-        "keeps everything in memory, so this is always bounded).",
+        description="Retention of the topics LearnTrack creates (always bounded, "
+        "so a local disk never fills up).",
     )
     security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = (
         "PLAINTEXT"
@@ -151,18 +152,17 @@ class RedisSettings(BaseModel):
 
 
 class GraphSettings(BaseModel):
-    """The region graph, spoken to over Bolt + Cypher (Neo4j, or local ArcadeDB)."""
+    """The region graph: Neo4j 5, spoken to over Bolt + Cypher."""
 
     host: str = LOCALHOST
     bolt_port: Port = _port(7687, "Bolt port of the graph server.")
-    http_port: Port = _port(2480, "HTTP port of the local ArcadeDB server.")
     uri: str | None = Field(None, description="Bolt URI; default bolt://host:port.")
     database: str = Field(
-        "learntrack",
+        "neo4j",
         min_length=1,
-        description="Database name sessions use (Neo4j Community: 'neo4j').",
+        description="Database sessions use (Neo4j Community has one: 'neo4j').",
     )
-    username: str = "root"
+    username: str = "neo4j"
     password: SecretStr | None = None
 
     @property
@@ -176,15 +176,15 @@ class CassandraSettings(BaseModel):
 
     contact_points: list[str] = Field(default_factory=lambda: [LOCALHOST])
     port: Port = _port(9042, "CQL native transport port.")
-    rpc_port: Port = _port(9160, "Thrift port of the local Cassandra 1.2.")
-    storage_port: Port = _port(7000, "Gossip port of the local Cassandra 1.2.")
-    ssl_storage_port: Port = _port(7001, "TLS gossip port of the local Cassandra.")
+    storage_port: Port = _port(7000, "Internode (gossip) port of the local Cassandra.")
     keyspace: str = Field("learntrack", pattern=r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
     protocol_version: int = Field(
-        1, ge=1, le=5, description="1 for the local Cassandra 1.2; 4/5 for 4.x/5.x."
+        5, ge=4, le=5, description="Native protocol: 5 for Cassandra 5.0, 4 for 4.x."
     )
-    consistency: Literal["ONE", "QUORUM", "LOCAL_QUORUM", "ALL"] = "ONE"
-    username: str | None = None
+    consistency: Literal["ONE", "LOCAL_ONE", "QUORUM", "LOCAL_QUORUM", "ALL"] = (
+        "LOCAL_ONE"
+    )
+    username: str | None = "learntrack"
     password: SecretStr | None = None
 
 
@@ -275,9 +275,11 @@ class ScoringSettings(BaseModel):
 class StreamSettings(BaseModel):
     """The streaming job."""
 
-    source: Literal["python", "jvm"] = Field(
-        "python",
-        description="python: LearnTrack's Kafka source; jvm: Spark's spark-sql-kafka.",
+    source: Literal["jvm", "python"] = Field(
+        "jvm",
+        description="jvm: Spark's own Kafka connector (spark-sql-kafka, the default); "
+        "python: LearnTrack's Python data source, the fallback for a Spark that "
+        "cannot be given the connector's jars.",
     )
     trigger: str = "500ms"
     starting_offsets: Literal["earliest", "latest"] = "earliest"
@@ -361,8 +363,21 @@ class StackSettings(BaseModel):
     start_timeout_s: float = Field(120.0, gt=0)
     stop_timeout_s: float = Field(60.0, gt=0)
     mongo_cache_gb: float = Field(0.25, gt=0)
+    kafka_heap: str = "512m"
     graph_heap: str = "512m"
+    graph_pagecache: str = "128m"
     cassandra_heap: str = "512m"
+    jars_dir: Path = Field(
+        Path(".jars"),
+        validate_default=True,
+        description="Where `learntrack stack fetch` (mvn) copies the JVM servers' "
+        "jars and Spark's Kafka connector (git-ignored; shared by every data dir).",
+    )
+
+    @field_validator("jars_dir")
+    @classmethod
+    def _absolute_jars_dir(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
 
 
 class Settings(BaseSettings):

@@ -2,7 +2,8 @@
 
 Runs in the driver process (the CLI's ``stream`` and ``batch`` commands, tests).
 Applies what ``docs/stack.md`` measured: loopback binding, the venv's Python for
-workers, no UI in tests, few shuffle partitions, worker reuse kept on.
+workers, no UI in tests, few shuffle partitions, worker reuse kept on, and Spark's
+own Kafka connector (``spark-sql-kafka``, resolved by mvn) on the classpath.
 """
 
 from __future__ import annotations
@@ -12,6 +13,11 @@ import sys
 from typing import Any
 
 from learntrack.config import LOCALHOST, Settings
+from learntrack.stack import jars
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)  # noqa: T201 - progress of a one-time fetch
 
 
 def spark_conf(settings: Settings, master: str | None = None) -> dict[str, str]:
@@ -40,6 +46,10 @@ def spark_conf(settings: Settings, master: str | None = None) -> dict[str, str]:
     }
     if master:
         conf["spark.master"] = master
+    if settings.stream.source == "jvm" and jars.resolved(settings, "spark-kafka"):
+        # Spark ships these to every executor; an explicit spark.jars setting wins.
+        connector = ",".join(str(j) for j in jars.jars(settings, "spark-kafka"))
+        conf.setdefault("spark.jars", connector)
     return conf
 
 
@@ -52,6 +62,9 @@ def build_spark(settings: Settings, master: str | None = None) -> Any:
     os.environ.setdefault("SPARK_LOCAL_IP", LOCALHOST)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    if settings.stream.source == "jvm" and "spark.jars" not in settings.spark.conf:
+        # Spark's Kafka connector, resolved by mvn the first time only.
+        jars.fetch(settings, ["spark-kafka"], report=_stderr)
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder

@@ -32,6 +32,10 @@ TEST_ENV = {
     ),
     **{f"LEARNTRACK_{k}": str(v + OFFSET) for k, v in server_ports().items()},
     "LEARNTRACK_SPARK__MASTER": "local[2]",
+    # The tests run in tests/: the Maven-resolved jars stay in the checkout's .jars/.
+    "LEARNTRACK_STACK__JARS_DIR": os.environ.get(
+        "LEARNTRACK_STACK__JARS_DIR", str(ROOT / ".jars")
+    ),
     "LEARNTRACK_SPARK__WORKER_CORES": "1",
     "LEARNTRACK_SPARK__WORKER_MEMORY": "1g",
 }

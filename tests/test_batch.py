@@ -1,4 +1,4 @@
-"""The nightly batch on the real stack: lake Parquet -> Spark -> Cassandra 1.2.
+"""The nightly batch on the real stack: lake Parquet -> Spark -> Cassandra 5.
 
 Each test has its own Cassandra keyspace (dropped afterwards) and its own lake (a
 data directory under ``tmp_path``), so tests do not see each other's days or the
@@ -35,8 +35,6 @@ from learntrack.sinks.cassandra import (
     ENGAGEMENT,
     CassandraEngagementSink,
     CourseDay,
-    Dialect,
-    dialect_for,
     ensure_schema,
     read_course_engagement,
     schema_cql,
@@ -169,104 +167,55 @@ def _columns(ddl: str) -> tuple[dict[str, str], str]:
     return cols, body[2]
 
 
-def test_both_dialects_describe_the_same_columns() -> None:
-    production = schema_cql("ks", Dialect.PRODUCTION)
-    legacy = schema_cql("ks", Dialect.LEGACY)
-    assert len(production) == len(legacy) == 3
-    assert all("IF NOT EXISTS" in s for s in production)
-    assert not any("IF NOT EXISTS" in s for s in legacy)
-    for prod_ddl, legacy_ddl in zip(production[1:], legacy[1:], strict=True):
-        prod_cols, prod_key = _columns(prod_ddl)
-        legacy_cols, legacy_key = _columns(legacy_ddl)
-        assert list(prod_cols) == list(legacy_cols)
-        assert prod_key == legacy_key
-        differ = {n for n in prod_cols if prod_cols[n] != legacy_cols[n]}
-        assert differ == {"date"}
-        assert (prod_cols["date"], legacy_cols["date"]) == ("date", "timestamp")
-    engagement, key = _columns(production[1])
+def test_the_schema_is_the_design_documents_table_with_if_not_exists() -> None:
+    statements = schema_cql("ks")
+    assert len(statements) == 3  # noqa: PLR2004
+    assert all(" IF NOT EXISTS " in s for s in statements)
+    engagement, key = _columns(statements[1])
     assert key == "courseid, date"
     assert engagement == {
         "courseid": "text",
         "date": "date",
-        "count": "bigint",
+        "count": "int",
         "active_students": "bigint",
         "quiz_attempts": "bigint",
         "events_per_student": "double",
         "actions": "map<text, bigint>",
     }
-    assert production[1].startswith("CREATE TABLE IF NOT EXISTS ks.course_engagement")
-    assert production[1].endswith("WITH CLUSTERING ORDER BY (date DESC)")
+    assert statements[1].startswith("CREATE TABLE IF NOT EXISTS ks.course_engagement")
+    assert statements[1].endswith("WITH CLUSTERING ORDER BY (date DESC)")
 
 
-@pytest.mark.parametrize(
-    ("version", "dialect"),
-    [
-        ("1.2.0", Dialect.LEGACY),
-        ("2.1.22", Dialect.LEGACY),
-        ("2.2.0", Dialect.PRODUCTION),
-        ("4.1.5", Dialect.PRODUCTION),
-        ("5.0.2", Dialect.PRODUCTION),
-    ],
-)
-def test_dialect_follows_the_release_version(version: str, dialect: Dialect) -> None:
-    assert dialect_for(version) is dialect
-
-
-_MARSHAL = {
-    "text": "UTF8Type",
-    "timestamp": "DateType",
-    "bigint": "LongType",
-    "double": "DoubleType",
-    "map<text, bigint>": "MapType(org.apache.cassandra.db.marshal.UTF8Type,"
-    "org.apache.cassandra.db.marshal.LongType)",
-}
-
-
-def test_legacy_schema_on_the_server_is_the_rendered_one(
+def test_schema_on_the_server_is_the_rendered_one(
     settings: Settings, keyspace: str
 ) -> None:
     cluster, session = cassandra_session(settings)
     try:
-        version = session.execute("SELECT release_version FROM system.local").one()
-        assert dialect_for(version.release_version) is Dialect.LEGACY
-        created = ensure_schema(session, keyspace, Dialect.LEGACY)
+        created = ensure_schema(session, keyspace)
         assert created == [
             keyspace,
             f"{keyspace}.course_engagement",
             f"{keyspace}.course_engagement_days",
         ]
-        assert ensure_schema(session, keyspace, Dialect.LEGACY) == []  # idempotent
+        assert ensure_schema(session, keyspace) == []  # idempotent
         for spec in (ENGAGEMENT, DAYS):
-            table = session.execute(
-                "SELECT key_aliases, column_aliases, comparator "
-                "FROM system.schema_columnfamilies "
-                "WHERE keyspace_name = %s AND columnfamily_name = %s",
-                (keyspace, spec.name),
-            ).one()
-            cols = {
-                r.column_name: r.validator
+            columns = {
+                r.column_name: (r.type, r.kind, r.clustering_order)
                 for r in session.execute(
-                    "SELECT column_name, validator FROM system.schema_columns "
-                    "WHERE keyspace_name = %s AND columnfamily_name = %s",
+                    "SELECT column_name, type, kind, clustering_order "
+                    "FROM system_schema.columns "
+                    "WHERE keyspace_name = %s AND table_name = %s",
                     (keyspace, spec.name),
                 )
             }
-            keys = re.findall(r'"(\w+)"', table.key_aliases + table.column_aliases)
-            assert keys == list(spec.primary_key)
-            assert set(cols) | set(keys) == {c.name for c in spec.columns}
-            for column in spec.columns:
-                marshal = _MARSHAL[column.type_in(Dialect.LEGACY)]
-                if column.name in cols:
-                    assert cols[column.name].endswith(marshal), column.name
-        assert "ReversedType(org.apache.cassandra.db.marshal.DateType)" in (
-            session.execute(
-                "SELECT comparator FROM system.schema_columnfamilies "
-                "WHERE keyspace_name = %s AND columnfamily_name = %s",
-                (keyspace, ENGAGEMENT.name),
+            assert {n: t for n, (t, _k, _o) in columns.items()} == {
+                c.name: c.cql_type.replace(" ", "") for c in spec.columns
+            }
+            assert [n for n, (_t, k, _o) in columns.items() if k == "partition_key"] == (
+                list(spec.partition_key)
             )
-            .one()
-            .comparator
-        )
+            clustering = {n: o for n, (_t, k, o) in columns.items() if k == "clustering"}
+            assert clustering == {n: o.lower() for n, o in spec.clustering}
     finally:
         cluster.shutdown()
 
@@ -281,7 +230,7 @@ def test_sink_status_reset_and_a_dead_server(
     sink.reset()  # nothing to empty yet: creates nothing
     status = sink.status()
     assert status.healthy
-    assert status.detail == "Cassandra 1.2.0 (legacy dialect)"
+    assert status.detail.startswith("Cassandra 5.0.")
     assert read_course_engagement(private, "A", dt.date(2025, 1, 1), DAY1) == []
     with sink:
         sink.ping()

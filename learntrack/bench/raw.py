@@ -518,7 +518,6 @@ def _scratch_cql(keyspace: str, table: Any) -> dict[str, str]:
 
 def bench_cassandra(settings: Settings, count: int, runs: int) -> Figure:
     """Prepared INSERTs of engagement-shaped rows through execute_concurrent."""
-    from cassandra import AlreadyExists
     from cassandra.concurrent import execute_concurrent_with_args
     from cassandra.protocol import ConfigurationException
 
@@ -526,9 +525,8 @@ def bench_cassandra(settings: Settings, count: int, runs: int) -> Figure:
     from learntrack.sinks.cassandra import (
         CONCURRENCY,
         ENGAGEMENT,
-        day_value,
+        _existing_tables,
         keyspace_cql,
-        server_dialect,
     )
 
     keyspace = settings.cassandra.keyspace
@@ -538,24 +536,20 @@ def bench_cassandra(settings: Settings, count: int, runs: int) -> Figure:
     cql = _scratch_cql(keyspace, table)
     rates = []
     try:
-        _version, dialect = server_dialect(session)
-        try:
-            session.execute(keyspace_cql(keyspace, dialect))
-            made_keyspace = True
-        except AlreadyExists:
-            pass
+        made_keyspace = _existing_tables(session, keyspace) is None
+        session.execute(keyspace_cql(keyspace))
         try:
             session.execute(cql["drop_table"])
         except ConfigurationException:  # not there: the normal case
             pass
-        session.execute(table.create_cql(keyspace, dialect))
+        session.execute(table.create_cql(keyspace))
         insert = session.prepare(cql["insert"])
         first = dt.date(2026, 1, 1)
         for run in range(runs):
             params = [
                 (
                     f"R{run}C{i % 200:03d}",
-                    day_value(first + dt.timedelta(days=i // 200), dialect),
+                    first + dt.timedelta(days=i // 200),
                     1000 + i,
                     50 + i % 40,
                     i % 70,

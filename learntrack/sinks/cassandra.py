@@ -1,4 +1,4 @@
-"""Cassandra: daily course engagement, its schema in two dialects, and its reads.
+"""Cassandra: daily course engagement, its schema, and its reads.
 
 Runs in the nightly batch's driver process (schema creation and writes, called by
 :mod:`learntrack.batch.daily`), and in the API process and the CLI (reads through
@@ -7,16 +7,11 @@ Nothing connects at import time; the sink holds picklable settings only until
 :meth:`CassandraEngagementSink.open`.
 
 One table answers "how engaged was course C on day D": ``course_engagement``,
-partitioned by ``courseid``, clustered by ``date`` newest first. Its columns are
-defined once (:data:`ENGAGEMENT`) and rendered in two dialects:
-
-- ``production`` (Cassandra >= 2.2, the compose images): ``date`` is a CQL ``date``
-  and tables are created with ``IF NOT EXISTS``;
-- ``legacy`` (the local Cassandra 1.2, protocol v1): there is no ``date`` type, so the
-  day is a ``timestamp`` at midnight UTC, and there is no ``IF NOT EXISTS``, so
-  existence is looked up in ``system.schema_keyspaces`` / ``schema_columnfamilies``.
-
-The dialect is chosen from the server's ``release_version``. Writes are idempotent:
+partitioned by ``courseid``, clustered by ``date`` (a CQL ``date``) newest first: the
+design document's table (``courseid text, date date, count int``) with more
+columns. Its columns are defined once (:data:`ENGAGEMENT`); the DDL is created with
+``IF NOT EXISTS`` (Cassandra 5.0 locally and in compose, native protocol v5).
+Writes are idempotent:
 a row is keyed by (course, day), and :meth:`CassandraEngagementSink.replace_day`
 makes a day hold exactly the given rows, deleting those of courses that no longer
 have events that day. Cassandra cannot list the partitions holding a given day, so a
@@ -32,7 +27,6 @@ import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from learntrack.config import Settings
@@ -44,32 +38,16 @@ DAYS_TABLE = "course_engagement_days"
 RELEASE_QUERY = "SELECT release_version FROM system.local"
 #: Replication of the keyspace LearnTrack creates (one node, locally and in compose).
 REPLICATION = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
-#: First Cassandra release with the ``date`` type (2.2; IF NOT EXISTS came in 2.0).
-FIRST_PRODUCTION_RELEASE = (2, 2)
 #: Requests in flight per ``execute_concurrent_with_args`` call.
 CONCURRENCY = 32
 
 
-class Dialect(StrEnum):
-    """Which CQL the server speaks."""
-
-    PRODUCTION = "production"
-    LEGACY = "legacy"
-
-
 @dataclass(frozen=True)
 class Column:
-    """One column: its CQL type, and the legacy type where that one differs."""
+    """One column and its CQL type."""
 
     name: str
     cql_type: str
-    legacy_type: str | None = None
-
-    def type_in(self, dialect: Dialect) -> str:
-        """The column's type in ``dialect``."""
-        if dialect is Dialect.LEGACY and self.legacy_type is not None:
-            return self.legacy_type
-        return self.cql_type
 
 
 @dataclass(frozen=True)
@@ -86,16 +64,16 @@ class TableSpec:
         """Partition key then clustering columns."""
         return self.partition_key + tuple(name for name, _order in self.clustering)
 
-    def create_cql(self, keyspace: str, dialect: Dialect) -> str:
-        """``CREATE TABLE`` for ``dialect`` (IF NOT EXISTS only where supported)."""
-        guard = "IF NOT EXISTS " if dialect is Dialect.PRODUCTION else ""
-        cols = ", ".join(f"{c.name} {c.type_in(dialect)}" for c in self.columns)
+    def create_cql(self, keyspace: str) -> str:
+        """``CREATE TABLE IF NOT EXISTS`` for this table in ``keyspace``."""
+        cols = ", ".join(f"{c.name} {c.cql_type}" for c in self.columns)
         partition = ", ".join(self.partition_key)
         if len(self.partition_key) > 1:
             partition = f"({partition})"
         key = ", ".join([partition, *(name for name, _o in self.clustering)])
         cql = (
-            f"CREATE TABLE {guard}{keyspace}.{self.name} ({cols}, PRIMARY KEY ({key}))"
+            f"CREATE TABLE IF NOT EXISTS {keyspace}.{self.name} "
+            f"({cols}, PRIMARY KEY ({key}))"
         )
         if self.clustering:
             order = ", ".join(f"{name} {o}" for name, o in self.clustering)
@@ -103,8 +81,8 @@ class TableSpec:
         return cql
 
 
-#: The day a row describes: ``date`` in production, ``timestamp`` (midnight UTC) on 1.2.
-DAY = Column("date", "date", legacy_type="timestamp")
+#: The day a row describes (UTC).
+DAY = Column("date", "date")
 
 #: Daily engagement of one course (original names kept: courseid, date, count).
 ENGAGEMENT = TableSpec(
@@ -112,7 +90,7 @@ ENGAGEMENT = TableSpec(
     (
         Column("courseid", "text"),
         DAY,
-        Column("count", "bigint"),
+        Column("count", "int"),
         Column("active_students", "bigint"),
         Column("quiz_attempts", "bigint"),
         Column("events_per_student", "double"),
@@ -122,7 +100,8 @@ ENGAGEMENT = TableSpec(
     clustering=(("date", "DESC"),),
 )
 
-#: Which courses have a row for a day (Cassandra 1.2 cannot list them otherwise).
+#: Which courses have a row for a day: without it, listing them would scan every
+#: course's partition.
 DAYS = TableSpec(
     DAYS_TABLE,
     (DAY, Column("courseid", "text")),
@@ -134,85 +113,55 @@ TABLES = (ENGAGEMENT, DAYS)
 _COLUMNS = ", ".join(c.name for c in ENGAGEMENT.columns)
 
 
-def keyspace_cql(keyspace: str, dialect: Dialect) -> str:
-    """``CREATE KEYSPACE`` for ``dialect``."""
-    guard = "IF NOT EXISTS " if dialect is Dialect.PRODUCTION else ""
-    return f"CREATE KEYSPACE {guard}{keyspace} WITH replication = {REPLICATION}"
+def keyspace_cql(keyspace: str) -> str:
+    """``CREATE KEYSPACE IF NOT EXISTS`` for ``keyspace``."""
+    return f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {REPLICATION}"
 
 
-def schema_cql(keyspace: str, dialect: Dialect) -> list[str]:
-    """Every DDL statement of the schema, in order, for ``dialect``."""
-    return [keyspace_cql(keyspace, dialect)] + [
-        t.create_cql(keyspace, dialect) for t in TABLES
-    ]
+def schema_cql(keyspace: str) -> list[str]:
+    """Every DDL statement of the schema, in order."""
+    return [keyspace_cql(keyspace)] + [t.create_cql(keyspace) for t in TABLES]
 
 
-def dialect_for(release_version: str) -> Dialect:
-    """The dialect of a server that reports ``release_version`` (e.g. ``1.2.0``)."""
-    match = re.match(r"\s*(\d+)\.(\d+)", release_version)
-    if match is None:
-        msg = f"cannot read Cassandra release_version {release_version!r}"
-        raise FatalSinkError(msg)
-    version = (int(match[1]), int(match[2]))
-    return Dialect.PRODUCTION if version >= FIRST_PRODUCTION_RELEASE else Dialect.LEGACY
-
-
-def server_dialect(session: Any) -> tuple[str, Dialect]:
-    """The connected server's release version and dialect (one query)."""
+def server_version(session: Any) -> str:
+    """The connected server's release version (one query)."""
     with _errors("read the server version"):
         row = session.execute(RELEASE_QUERY).one()
-    version = str(row.release_version) if row is not None else ""
-    return version, dialect_for(version)
+    return str(row.release_version) if row is not None else ""
 
 
-#: (keyspace query, tables query) per dialect; the keyspace name is bound.
-_SCHEMA_QUERIES = {
-    Dialect.PRODUCTION: (
-        "SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = %s",
-        "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s",
-    ),
-    Dialect.LEGACY: (
-        "SELECT keyspace_name FROM system.schema_keyspaces WHERE keyspace_name = %s",
-        "SELECT columnfamily_name FROM system.schema_columnfamilies "
-        "WHERE keyspace_name = %s",
-    ),
-}
-
-
-def _existing_tables(session: Any, keyspace: str, dialect: Dialect) -> set[str] | None:
+def _existing_tables(session: Any, keyspace: str) -> set[str] | None:
     """Tables of ``keyspace``, or None when the keyspace does not exist."""
-    keyspace_query, tables_query = _SCHEMA_QUERIES[dialect]
-    if session.execute(keyspace_query, (keyspace,)).one() is None:
+    if (
+        session.execute(
+            "SELECT keyspace_name FROM system_schema.keyspaces "
+            "WHERE keyspace_name = %s",
+            (keyspace,),
+        ).one()
+        is None
+    ):
         return None
-    return {str(r[0]) for r in session.execute(tables_query, (keyspace,))}
+    rows = session.execute(
+        "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s",
+        (keyspace,),
+    )
+    return {str(r[0]) for r in rows}
 
 
-def ensure_schema(session: Any, keyspace: str, dialect: Dialect) -> list[str]:
+def ensure_schema(session: Any, keyspace: str) -> list[str]:
     """Create the keyspace and tables that are missing; return what was created.
 
-    Idempotent in both dialects. The legacy path checks the system tables first and
-    also tolerates ``AlreadyExists`` (another process creating the same table).
+    Idempotent: every statement is ``IF NOT EXISTS``; what existed before is looked
+    up first only to report what this call created.
     """
-    from cassandra import AlreadyExists
-
-    created: list[str] = []
     with _errors("create the schema"):
-        existing = _existing_tables(session, keyspace, dialect)
-        todo: list[tuple[str, str]] = []
-        if existing is None:
-            todo.append((keyspace, keyspace_cql(keyspace, dialect)))
-            existing = set()
-        todo += [
-            (f"{keyspace}.{t.name}", t.create_cql(keyspace, dialect))
-            for t in TABLES
-            if t.name not in existing
+        existing = _existing_tables(session, keyspace)
+        created = [] if existing is not None else [keyspace]
+        for statement in schema_cql(keyspace):
+            session.execute(statement)
+        created += [
+            f"{keyspace}.{t.name}" for t in TABLES if t.name not in (existing or set())
         ]
-        for name, ddl in todo:
-            try:
-                session.execute(ddl)
-            except AlreadyExists:
-                continue
-            created.append(name)
     return created
 
 
@@ -245,20 +194,11 @@ def statements_cql(keyspace: str) -> dict[str, str]:
     }
 
 
-def day_value(day: dt.date, dialect: Dialect) -> dt.date | dt.datetime:
-    """How ``day`` is bound to a ``date`` column in ``dialect``."""
-    if dialect is Dialect.LEGACY:
-        return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-    return day
-
-
 def as_day(value: Any) -> dt.date:
-    """A ``date`` column's value read back (datetime on 1.2, driver Date on 4+)."""
-    if isinstance(value, dt.datetime):
-        return value.date()
+    """A ``date`` column's value read back (the driver returns ``datetime.date``)."""
     if isinstance(value, dt.date):
         return value
-    return value.date()  # cassandra.util.Date
+    return value.date()  # cassandra.util.Date, for days outside datetime's range
 
 
 @dataclass(frozen=True)
@@ -301,14 +241,13 @@ class CassandraEngagementSink(Sink):
         super().__init__(settings)
         self.keyspace = settings.cassandra.keyspace
         self.release_version = ""
-        self.dialect: Dialect | None = None
         self._cluster: Any = None
         self._session: Any = None
         self._statements: dict[str, Any] = {}
 
     # -- connection ----------------------------------------------------------------
     def open(self) -> None:
-        """Connect (no keyspace: every statement names it) and detect the dialect."""
+        """Connect (no keyspace: every statement names it); read the version."""
         if self._session is not None:
             return
         from learntrack.clients import cassandra_session
@@ -316,7 +255,7 @@ class CassandraEngagementSink(Sink):
         with _errors(f"connect to {self._address()}"):
             self._cluster, self._session = cassandra_session(self.settings)
         try:
-            self.release_version, self.dialect = server_dialect(self._session)
+            self.release_version = server_version(self._session)
         except SinkError:
             self.close()
             raise
@@ -334,11 +273,11 @@ class CassandraEngagementSink(Sink):
             self._require().execute(RELEASE_QUERY).one()
 
     def status(self) -> SinkStatus:
-        """Healthy when the server answers; the detail names version and dialect."""
+        """Healthy when the server answers; the detail names its version."""
         try:
             self.open()
             self.ping()
-            detail = f"Cassandra {self.release_version} ({self.dialect} dialect)"
+            detail = f"Cassandra {self.release_version}"
         except Exception as err:  # noqa: BLE001 - reported, not raised
             return SinkStatus(self.name, False, f"{type(err).__name__}: {err}"[:200])
         finally:
@@ -364,7 +303,7 @@ class CassandraEngagementSink(Sink):
         if self._statements:
             return []
         session = self._require()
-        created = ensure_schema(session, self.keyspace, self._dialect())
+        created = ensure_schema(session, self.keyspace)
         texts = statements_cql(self.keyspace)
         with _errors("prepare statements"):
             self._statements = {k: session.prepare(v) for k, v in texts.items()}
@@ -381,14 +320,13 @@ class CassandraEngagementSink(Sink):
         other courses on the same days are left alone (see :meth:`replace_day`).
         """
         self.ensure_schema()
-        d = self._dialect()
-        self._run("index", [(day_value(r.date, d), r.course_id) for r in rows])
+        self._run("index", [(r.date, r.course_id) for r in rows])
         self._run(
             "upsert",
             [
                 (
                     r.course_id,
-                    day_value(r.date, d),
+                    r.date,
                     r.count,
                     r.active_students,
                     r.quiz_attempts,
@@ -404,9 +342,7 @@ class CassandraEngagementSink(Sink):
         """Course ids the day index holds for ``day``."""
         self.ensure_schema()
         with _errors(f"read the courses of {day}"):
-            result = self._require().execute(
-                self._statements["courses"], (day_value(day, self._dialect()),)
-            )
+            result = self._require().execute(self._statements["courses"], (day,))
             return {str(r.courseid) for r in result}
 
     def day_engagement(self, day: dt.date) -> list[dict[str, Any]]:
@@ -434,9 +370,8 @@ class CassandraEngagementSink(Sink):
         before = self.courses_on(day)
         written = self.write_batch(0, rows)
         stale = sorted(before - {r.course_id for r in rows})
-        value = day_value(day, self._dialect())
-        self._run("delete", [(course, value) for course in stale])
-        self._run("unindex", [(value, course) for course in stale])
+        self._run("delete", [(course, day) for course in stale])
+        self._run("unindex", [(day, course) for course in stale])
         return written, len(stale)
 
     def reset(self) -> None:
@@ -445,18 +380,12 @@ class CassandraEngagementSink(Sink):
         try:
             session = self._require()
             with _errors("truncate"):
-                existing = _existing_tables(session, self.keyspace, self._dialect())
+                existing = _existing_tables(session, self.keyspace)
                 for table in TABLES:
                     if existing is not None and table.name in existing:
                         session.execute(f"TRUNCATE {self.keyspace}.{table.name}")
         finally:
             self.close()
-
-    def _dialect(self) -> Dialect:
-        if self.dialect is None:
-            msg = "CassandraEngagementSink used before open()"
-            raise FatalSinkError(msg)
-        return self.dialect
 
     def _run(self, statement: str, params: list[tuple[Any, ...]]) -> None:
         """Execute a prepared statement once per parameter tuple, concurrently."""
@@ -522,23 +451,20 @@ def read_course_engagement(
     return _read(source, ks, course_id, date_from, date_to)
 
 
-#: Per open session (the API keeps one): keyspace -> (dialect, prepared range read),
-#: so a read is one round-trip once the first one found the table.
-_PREPARED: weakref.WeakKeyDictionary[Any, dict[str, tuple[Dialect, Any]]] = (
-    weakref.WeakKeyDictionary()
-)
+#: Per open session (the API keeps one): keyspace -> prepared range read, so a read
+#: is one round-trip once the first one found the table.
+_PREPARED: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
-def _range_statement(session: Any, keyspace: str) -> tuple[Dialect, Any] | None:
-    """The dialect and prepared range read; None while the table does not exist."""
+def _range_statement(session: Any, keyspace: str) -> Any | None:
+    """The prepared range read; None while the table does not exist."""
     cached = _PREPARED.get(session, {}).get(keyspace)
     if cached is not None:
         return cached
-    _version, dialect = server_dialect(session)
-    tables = _existing_tables(session, keyspace, dialect)
+    tables = _existing_tables(session, keyspace)
     if tables is None or ENGAGEMENT_TABLE not in tables:
         return None  # not cached: the batch may create it any time
-    prepared = (dialect, session.prepare(statements_cql(keyspace)["range"]))
+    prepared = session.prepare(statements_cql(keyspace)["range"])
     _PREPARED.setdefault(session, {})[keyspace] = prepared
     return prepared
 
@@ -547,14 +473,10 @@ def _read(
     session: Any, keyspace: str, course_id: str, date_from: dt.date, date_to: dt.date
 ) -> list[dict[str, Any]]:
     with _errors(f"read {course_id}"):
-        found = _range_statement(session, keyspace)
-        if found is None:
+        statement = _range_statement(session, keyspace)
+        if statement is None:
             return []
-        dialect, statement = found
-        result = session.execute(
-            statement,
-            (course_id, day_value(date_from, dialect), day_value(date_to, dialect)),
-        )
+        result = session.execute(statement, (course_id, date_from, date_to))
         rows = [_course_day(r) for r in result]
     # The table is clustered newest first; sorting again costs nothing and keeps the
     # promise on servers whose clustering order differs (a table made by hand).

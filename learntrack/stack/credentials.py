@@ -17,12 +17,13 @@ from dotenv import dotenv_values
 
 from learntrack.config import credentials_path
 
-#: The generated variables. Cassandra 1.2 has no PasswordAuthenticator and the
-#: local broker no SASL, so those two run without credentials locally.
+#: The generated variables. The local broker runs without SASL (docs/stack.md says
+#: why); every other server checks a password.
 GENERATED = (
     "LEARNTRACK_MONGO__PASSWORD",
     "LEARNTRACK_REDIS__PASSWORD",
     "LEARNTRACK_GRAPH__PASSWORD",
+    "LEARNTRACK_CASSANDRA__PASSWORD",
     "LEARNTRACK_API__READ_KEY",
     "LEARNTRACK_API__WRITE_KEY",
     "LEARNTRACK_METRICS__GRAFANA_PASSWORD",

@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from learntrack.config import ENV_PREFIX, Settings, credentials_path, get_settings
 from learntrack.errors import PortInUseError, ServerStartError, StackError
+from learntrack.stack import jars
 from learntrack.stack.credentials import GENERATED, ensure_credentials
 from learntrack.stack.process import (
     PidRecord,
@@ -125,6 +126,8 @@ class Stack:
         servers = self._servers(classes)
         to_start = [s for s in servers if self.running(s) is None]
         self._check_ports(to_start)
+        parts = [s.jvm_part for s in to_start if s.jvm_part is not None]
+        jars.fetch(self.settings, parts, report=report)
         if spark_cluster:
             # The worker registers with the master: start the master first.
             ordered = [s for s in to_start if s.name != "spark-worker"]

@@ -9,12 +9,15 @@ through its Python driver, never by an open port. Versions and commands follow
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
+import uuid
 import urllib.request
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -22,6 +25,7 @@ from typing import Any, ClassVar
 
 from learntrack.config import LOCALHOST, Settings
 from learntrack.errors import StackError
+from learntrack.stack import jars
 from learntrack.stack.credentials import MONGO_KEYFILE
 
 #: MongoDB error code AuthenticationFailed.
@@ -54,6 +58,8 @@ class LocalServer(ABC):
     """
 
     name: ClassVar[str]
+    #: The Maven-resolved part (``learntrack/stack/jvm/<part>``) it runs from, if any.
+    jvm_part: ClassVar[str | None] = None
     #: Signal that stops the server cleanly (flushing what it acknowledged).
     stop_signal: ClassVar[int] = signal.SIGTERM
 
@@ -108,39 +114,111 @@ class LocalServer(ABC):
 
 
 class KafkaBroker(LocalServer):
-    """The Kafka-wire-compatible broker ``noida-db`` (in-memory, snapshot to disk)."""
+    """Apache Kafka 4 in KRaft mode: one process that is broker and controller.
+
+    Its jars come from Maven Central (``learntrack stack fetch``). The storage is
+    formatted once, with a cluster id kept beside it; SIGTERM is a controlled
+    shutdown. Flushing is left to the OS, as Kafka does by default: a ``kill -9``
+    of the broker loses nothing it acknowledged (the page cache survives it).
+    """
 
     name = "kafka"
-    stop_signal = signal.SIGINT
+    jvm_part = "kafka"
 
     def ports(self) -> dict[int, str]:
-        """The Kafka port."""
-        return {self.settings.kafka.port: "LEARNTRACK_KAFKA__PORT"}
+        """The client and controller ports."""
+        k = self.settings.kafka
+        return {
+            k.port: "LEARNTRACK_KAFKA__PORT",
+            k.controller_port: "LEARNTRACK_KAFKA__CONTROLLER_PORT",
+        }
 
     def address(self) -> str:
         """host:port."""
         return f"{LOCALHOST}:{self.settings.kafka.port}"
 
-    def binary(self) -> Path:
-        """The broker binary itself (not the Python wrapper), so we hold its PID."""
-        return _require_file(
-            package_dir("noida_db") / "noida-db", "pip install noida-db==0.2.3"
+    def properties(self) -> dict[str, str]:
+        """server.properties: one node, loopback only, logs under the data dir."""
+        k = self.settings.kafka
+        return {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": f"{LOCALHOST}:{k.controller_port}",
+            "listeners": (
+                f"PLAINTEXT://{LOCALHOST}:{k.port},"
+                f"CONTROLLER://{LOCALHOST}:{k.controller_port}"
+            ),
+            "advertised.listeners": f"PLAINTEXT://{LOCALHOST}:{k.port}",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": str((self.dir / "data").resolve()),
+            # One node: the internal topics cannot have 3 replicas.
+            "offsets.topic.replication.factor": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            # Topics are created by LearnTrack with their partitions and retention.
+            "auto.create.topics.enable": "false",
+            "num.partitions": str(k.partitions),
+        }
+
+    def prepare(self) -> None:
+        """Write the config files and format the storage once (KRaft)."""
+        super().prepare()
+        props = "".join(f"{key}={value}\n" for key, value in self.properties().items())
+        (self.dir / "server.properties").write_text(props)
+        (self.dir / "log4j2.yaml").write_text(_KAFKA_LOG4J2)
+        if (self.dir / "data" / "meta.properties").exists():
+            return
+        cluster_id = self._cluster_id()
+        proc = subprocess.run(
+            [
+                *self._java(),
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                "--ignore-formatted",
+                "--cluster-id",
+                cluster_id,
+                "--config",
+                str(self.dir / "server.properties"),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
+        if proc.returncode != 0:
+            msg = f"formatting the Kafka storage failed:\n{proc.stdout}{proc.stderr}"
+            raise StackError(msg)
+
+    def _cluster_id(self) -> str:
+        """The cluster id, generated once (Kafka's form: base64url of a UUID)."""
+        path = self.dir / "cluster.id"
+        if not path.exists():
+            raw = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=")
+            path.write_text(raw.decode() + "\n")
+        return path.read_text().strip()
+
+    def _java(self) -> list[str]:
+        heap = self.settings.stack.kafka_heap
+        return [
+            _which("java", "apt-get install -y openjdk-17-jdk-headless (make setup)"),
+            "-Xms256m",
+            f"-Xmx{heap}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={(self.dir / 'log4j2.yaml').resolve()}",
+            "-cp",
+            jars.classpath(self.settings, "kafka"),
+        ]
 
     def command(self) -> list[str]:
-        """Start only the Kafka service, bound to 127.0.0.1."""
-        return [
-            str(self.binary()),
-            "start",
-            "--only",
-            "kafka",
-            "--kafka-port",
-            str(self.settings.kafka.port),
-            "--data-dir",
-            str((self.dir / "data").resolve()),
-            "--host",
-            LOCALHOST,
-        ]
+        """``kafka.Kafka server.properties`` in the foreground."""
+        return [*self._java(), "kafka.Kafka", str(self.dir / "server.properties")]
 
     def after_ready(self) -> None:
         """Create LearnTrack's topics (idempotent)."""
@@ -154,14 +232,43 @@ class KafkaBroker(LocalServer):
 
         conf = self.settings.kafka.client_config()
         conf["bootstrap.servers"] = self.address()
+        conf["log_level"] = 0  # while it starts, every refused connection is logged
         admin = AdminClient(conf)
         meta = admin.list_topics(timeout=3)
         if not meta.brokers:
             msg = "broker answered with no brokers"
             raise StackError(msg)
-        from importlib.metadata import version
+        return f"Apache Kafka {_jar_version(self.settings, 'kafka', 'kafka_2.13-')}"
 
-        return f"noida-db {version('noida-db')} (Kafka API)"
+
+_KAFKA_LOG4J2 = """\
+Configuration:
+  Appenders:
+    Console:
+      name: STDOUT
+      PatternLayout:
+        pattern: "[%d] %p %m (%c)%n"
+  Loggers:
+    Root:
+      level: WARN
+      AppenderRef:
+        - ref: STDOUT
+    Logger:
+      - name: kafka.server.BrokerServer
+        level: INFO
+      - name: kafka.server.ControllerServer
+        level: INFO
+      - name: kafka.Kafka
+        level: INFO
+"""
+
+
+def _jar_version(settings: Settings, part: str, prefix: str) -> str:
+    """The version in the name of a part's main jar (``kafka_2.13-4.1.1.jar``)."""
+    for jar in jars.jars(settings, part):
+        if jar.name.startswith(prefix) and jar.name[len(prefix)].isdigit():
+            return jar.name.removeprefix(prefix).removesuffix(".jar")
+    return "?"
 
 
 class MongoServer(LocalServer):
