@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
 #
 # The LearnTrack image: the `learntrack` CLI with the pinned runtime dependencies
-# of pyproject.toml and a JRE for Spark (pyspark starts its JVM in the container).
+# of pyproject.toml, a JRE for Spark (pyspark starts its JVM in the container) and
+# Spark's own Kafka connector, resolved at build time by mvn from the committed
+# pom (learntrack/stack/jvm/spark-kafka); Maven itself is removed afterwards.
 # compose.yaml builds it as learntrack:0.1.0 for learntrack-stream and
 # learntrack-api. It installs the package without the [local] extra: containers
 # talk to the compose services, never to local servers.
@@ -15,7 +17,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYSPARK_PYTHON=/usr/local/bin/python \
     PYSPARK_DRIVER_PYTHON=/usr/local/bin/python \
-    LEARNTRACK_DATA_DIR=/var/lib/learntrack
+    LEARNTRACK_DATA_DIR=/var/lib/learntrack \
+    LEARNTRACK_STACK__JARS_DIR=/opt/learntrack/jars
 
 # Spark 4 needs Java 17+; procps provides `ps`, which Spark's launch scripts call.
 # (The man directory is missing on slim images and the JRE's postinst needs it.)
@@ -42,7 +45,12 @@ RUN set -eux; \
     pip install --no-cache-dir .; \
     cd /; \
     rm -rf /tmp/learntrack-src; \
-    learntrack --help > /dev/null
+    learntrack --help > /dev/null; \
+    apt-get update; \
+    apt-get install -y --no-install-recommends maven; \
+    learntrack stack fetch spark-kafka; \
+    apt-get purge -y --auto-remove maven; \
+    rm -rf /var/lib/apt/lists/* /root/.m2
 
 # Leave the deleted source directory before any later instruction runs in it.
 USER learntrack

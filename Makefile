@@ -6,14 +6,17 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 LT := $(BIN)/learntrack
-APT_PACKAGES := redis-server openjdk-17-jre-headless chromium
+# The JDK (not only the JRE): the Neo4j launcher runs as `java Launcher.java`.
+# maven: resolves Kafka, Cassandra, Neo4j and Spark's Kafka connector (stack fetch).
+APT_PACKAGES := redis-server openjdk-17-jdk-headless maven chromium
 STAMP := $(VENV)/.installed
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
 	  awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
 
-setup: $(STAMP) ## Install what is missing: apt packages, .venv, pinned packages (idempotent)
+setup: $(STAMP) ## Install what is missing: apt packages, .venv, pinned packages, JVM jars (idempotent)
+	@$(LT) stack fetch
 
 $(STAMP): pyproject.toml
 	@missing=""; for p in $(APT_PACKAGES); do \

@@ -102,6 +102,27 @@ def stack_up(
     _print_status(stack)
 
 
+@stack_app.command("fetch")
+def stack_fetch(
+    parts: Annotated[
+        list[str] | None,
+        typer.Argument(help="kafka, cassandra, neo4j, spark-kafka (default: all)."),
+    ] = None,
+) -> None:
+    """Resolve the JVM servers and Spark's Kafka connector with mvn (when missing)."""
+    from learntrack.stack import jars
+
+    settings = get_settings()
+    wanted = parts or list(jars.PARTS)
+    for part in wanted:
+        jars.pom(part)  # one line for an unknown name, before anything runs
+    timings = jars.fetch(settings, wanted, report=lambda m: console.print(f"  {m}"))
+    if not timings:
+        console.print(
+            f"already resolved in {settings.stack.jars_dir}: {', '.join(wanted)}"
+        )
+
+
 @stack_app.command("down")
 def stack_down() -> None:
     """Stop every local server this data directory started, cleanly."""

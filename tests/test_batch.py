@@ -211,10 +211,12 @@ def test_schema_on_the_server_is_the_rendered_one(
             assert {n: t for n, (t, _k, _o) in columns.items()} == {
                 c.name: c.cql_type.replace(" ", "") for c in spec.columns
             }
-            assert [n for n, (_t, k, _o) in columns.items() if k == "partition_key"] == (
-                list(spec.partition_key)
-            )
-            clustering = {n: o for n, (_t, k, o) in columns.items() if k == "clustering"}
+            assert [
+                n for n, (_t, k, _o) in columns.items() if k == "partition_key"
+            ] == (list(spec.partition_key))
+            clustering = {
+                n: o for n, (_t, k, o) in columns.items() if k == "clustering"
+            }
             assert clustering == {n: o.lower() for n, o in spec.clustering}
     finally:
         cluster.shutdown()

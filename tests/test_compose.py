@@ -395,22 +395,6 @@ def test_servers_use_the_credentials_and_names_of_the_settings(
     assert interpolated(auth) == {"LEARNTRACK_GRAPH__PASSWORD"}
 
 
-def test_x_learntrack_env_lists_real_settings(defaults: Settings) -> None:
-    compose = load_compose()
-    block = compose.get("x-learntrack-env")
-    assert isinstance(block, dict) and block, "x-learntrack-env must list variables"
-    for name, value in block.items():
-        settings_field(defaults, name)
-        assert not interpolated(value), f"{name} must be a literal"
-    assert block["LEARNTRACK_GRAPH__USERNAME"] == "neo4j"
-    assert block["LEARNTRACK_GRAPH__DATABASE"] == "neo4j"
-    assert int(block["LEARNTRACK_CASSANDRA__PROTOCOL_VERSION"]) == 5  # noqa: PLR2004
-    for service in APP_SERVICES:
-        env = environment(services(compose)[service])
-        for name, value in block.items():
-            assert env.get(name) == str(value), f"{service} lacks {name}"
-
-
 @pytest.mark.parametrize("name", APP_SERVICES)
 def test_app_environment_builds_the_intended_settings(
     name: str, clean_env: pytest.MonkeyPatch, defaults: Settings

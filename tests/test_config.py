@@ -32,7 +32,9 @@ def test_defaults_point_at_the_local_stack(clean_env: Path) -> None:
     assert s.redis.connection_url() == "redis://127.0.0.1:6379/0"
     assert s.graph.bolt_uri == "bolt://127.0.0.1:7687"
     assert s.cassandra.contact_points == ["127.0.0.1"]
-    assert s.cassandra.protocol_version == 1
+    assert s.cassandra.protocol_version == 5  # noqa: PLR2004
+    assert (s.graph.username, s.graph.database) == ("neo4j", "neo4j")
+    assert s.stream.source == "jvm"
     assert s.spark.master == "local[*]"
     assert s.data_dir == (clean_env / ".learntrack").resolve()
     assert s.topics.activity == "learntrack.activity"

