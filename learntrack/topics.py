@@ -3,7 +3,7 @@
 Runs in the CLI process (``learntrack topics create``, ``stack up``) and in tests.
 ``learntrack.activity`` is keyed by studentId (one student's events stay in order in
 one partition); the dead-letter and alert topics have the same partition count.
-Every topic gets a bounded ``retention.ms`` (the local broker holds data in memory).
+Every topic gets a bounded ``retention.ms``, so a local disk never fills up.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ def create_topic(
 ) -> bool:
     """Create ``name`` with a bounded retention; True if created, False if it existed.
 
-    The retention defaults to ``kafka.retention_ms``: the local broker keeps every
-    record in memory, so no LearnTrack topic is unbounded.
+    The retention defaults to ``kafka.retention_ms``: no LearnTrack topic is
+    unbounded.
     """
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic

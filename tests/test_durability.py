@@ -108,12 +108,13 @@ def test_kafka_keeps_every_acknowledged_record_after_kill_9(
         msg = consumer.poll(1.0)
         if msg is None:
             continue
-        if msg.error():
-            if msg.error().code() == KafkaError._PARTITION_EOF:  # noqa: SLF001
-                at_end.add(msg.partition())
+        error = msg.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:  # noqa: SLF001
+                at_end.add(int(msg.partition() or 0))
                 continue
-            pytest.fail(str(msg.error()))
-        seen.append(msg.value())
+            pytest.fail(str(error))
+        seen.append(bytes(msg.value() or b""))
     consumer.close()
     admin.delete_topics([topic])
     assert len(at_end) == 3, "did not reach the end of every partition"  # noqa: PLR2004

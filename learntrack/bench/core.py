@@ -182,8 +182,6 @@ def machine() -> dict[str, Any]:
         "redis",
         "neo4j",
         "cassandra-driver",
-        "noida-db",
-        "arcadedb-embedded",
         "duckdb",
     ):
         try:

@@ -18,7 +18,7 @@ BENCH_TOPIC = "learntrack.bench"
 
 
 def _fresh_topic(settings: Settings) -> None:
-    """(Re)create the bench topic so runs don't pile data on the in-memory broker."""
+    """(Re)create the bench topic so runs don't pile data on the broker."""
     from learntrack.topics import create_topic, delete_topics
 
     delete_topics(settings, [BENCH_TOPIC])

@@ -35,9 +35,8 @@ from learntrack.errors import LearnTrackError
 TOPIC_PREFIX = "bench.stream"
 MONGO_DB = "lt_bench_stream"
 REDIS_DB = "7"
-#: Broker retention of the bench's activity topics. The local broker keeps every
-#: record in memory and snapshots it all to one JSON file every few seconds, so the
-#: bench also deletes what both queries have processed (:meth:`LagReader.trim`).
+#: Broker retention of the bench's activity topics; the bench also deletes what
+#: both queries have processed (:meth:`LagReader.trim`), so runs stay small on disk.
 RETENTION_MS = 3_600_000
 
 BATCH_LINE = re.compile(

@@ -118,8 +118,8 @@ class GraphSink(Sink):
 
         A :class:`~neo4j.exceptions.ConstraintError` is retryable here: the
         alert sink MERGEs the same Student and Activity nodes from the detection
-        query, and a server whose MERGE is not atomic with the unique index
-        (ArcadeDB) fails one of two concurrent creators; re-run, the MERGE matches.
+        query, and of two transactions creating the same new node under a unique
+        constraint, Neo4j fails one; re-run, its MERGE matches.
         """
         from neo4j.exceptions import (
             ConstraintError,
