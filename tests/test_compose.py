@@ -228,6 +228,7 @@ def test_api_service_listens_where_it_is_published(defaults: Settings) -> None:
         "LEARNTRACK_MONGO__PASSWORD",
         "LEARNTRACK_REDIS__PASSWORD",
         "LEARNTRACK_GRAPH__PASSWORD",
+        "LEARNTRACK_CASSANDRA__PASSWORD",
     }
 
 

@@ -83,7 +83,7 @@ def test_credentials_file_is_read_below_env(
         ("LEARNTRACK_REDIS__PORT", "70000"),
         ("LEARNTRACK_KAFKA__PARTITIONS", "0"),
         ("LEARNTRACK_CASSANDRA__KEYSPACE", "bad-name"),
-        ("LEARNTRACK_CASSANDRA__CONSISTENCY", "LOCAL_ONE"),
+        ("LEARNTRACK_CASSANDRA__CONSISTENCY", "TWO"),
     ],
 )
 def test_invalid_value_is_one_line_naming_the_env_var(

@@ -65,7 +65,7 @@ public class Launcher {
         Files.createDirectories(homeDir);
 
         // Keep Neo4j's own chatter (and any stray System.out from libraries) off stdout:
-        // our stdout carries only the readiness line. Neo4j writes debug.log / neo4j.log under HOME/logs.
+        // our stdout carries only the readiness line. Neo4j writes debug.log (+ empty query/security/http logs) under HOME/logs.
         PrintStream realOut = System.out;
         System.setOut(System.err);
 
