@@ -12,6 +12,7 @@ import pytest
 import redis
 from neo4j import GraphDatabase
 from neo4j.exceptions import AuthError
+from pydantic import SecretStr
 
 from learntrack.config import Settings, get_settings
 from learntrack.errors import PortInUseError, ServerStartError
@@ -115,6 +116,34 @@ def test_unauthenticated_clients_are_refused(settings: Settings) -> None:
         pytest.raises(AuthError),
     ):
         driver.verify_connectivity()
+    with (
+        GraphDatabase.driver(
+            settings.graph.bolt_uri, auth=("neo4j", "neo4j")
+        ) as driver,
+        pytest.raises(AuthError),
+    ):
+        driver.verify_connectivity()  # the default password was never accepted
+
+    from cassandra import AuthenticationFailed
+    from cassandra.cluster import NoHostAvailable
+
+    from learntrack.clients import cassandra_session
+
+    for username, password in [
+        (settings.cassandra.username, "wrong-password"),
+        ("cassandra", "cassandra"),  # the built-in superuser is locked
+    ]:
+        as_user = settings.model_copy(
+            update={
+                "cassandra": settings.cassandra.model_copy(
+                    update={"username": username, "password": SecretStr(password)}
+                )
+            }
+        )
+        with pytest.raises(NoHostAvailable) as refused:
+            cassandra_session(as_user, timeout=5)
+        errors = list(refused.value.errors.values())
+        assert errors and all(isinstance(e, AuthenticationFailed) for e in errors)
 
 
 def _free_port() -> int:
