@@ -101,6 +101,30 @@ class KafkaSettings(BaseModel):
             conf["sasl.password"] = self.password.get_secret_value()
         return conf
 
+    def spark_options(self) -> dict[str, str]:
+        """The same connection as options of Spark's Kafka connector (``kafka.*``).
+
+        The Java client takes the SASL credentials as a JAAS line, not as
+        username/password properties.
+        """
+        opts = {
+            "kafka.bootstrap.servers": self.bootstrap,
+            "kafka.security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            opts["kafka.sasl.mechanism"] = self.sasl_mechanism
+        if self.username and self.password:
+            module = (
+                "org.apache.kafka.common.security.scram.ScramLoginModule"
+                if (self.sasl_mechanism or "").upper().startswith("SCRAM")
+                else "org.apache.kafka.common.security.plain.PlainLoginModule"
+            )
+            secret = self.password.get_secret_value().replace('"', '\\"')
+            opts["kafka.sasl.jaas.config"] = (
+                f'{module} required username="{self.username}" password="{secret}";'
+            )
+        return opts
+
 
 class MongoSettings(BaseModel):
     """MongoDB: raw activity log, student profiles, alerts."""

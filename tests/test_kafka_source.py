@@ -9,8 +9,7 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewPartitions
 
-from learntrack.config import Settings, get_settings
-from learntrack.errors import LearnTrackError
+from learntrack.config import Settings
 from learntrack.streaming.kafka_source import SOURCE_NAME, KafkaDataSource, _cap
 from learntrack.topics import create_topic
 
@@ -128,14 +127,65 @@ def test_missing_topic_is_a_clear_error(
         run_available_now(spark, settings, "no.such.topic.here", tmp_path / "ck", None)
 
 
-def test_jvm_source_without_the_connector_says_how_to_fix_it(
-    spark: Any, settings: Settings, tmp_path: Path
+def test_the_default_source_is_sparks_own_kafka_connector(
+    spark: Any, settings: Settings, prefix: str
 ) -> None:
+    from learntrack.spark import spark_conf
     from learntrack.streaming.job import StreamJob
+    from learntrack.topics import delete_topics
 
-    jvm = get_settings(stream={"source": "jvm"}, data_dir=tmp_path)
-    with pytest.raises(LearnTrackError, match="LEARNTRACK_STREAM__SOURCE=python"):
-        StreamJob(jvm, report=lambda _l: None).source(spark)
+    assert settings.stream.source == "jvm"
+    jars = spark_conf(settings)["spark.jars"].split(",")
+    assert any("spark-sql-kafka-0-10_2.13-4.2.0.jar" in j for j in jars)
+    topic = f"{prefix}.jvm"
+    create_topic(settings, topic, 2)
+    producer = Producer(settings.kafka.client_config())
+    for i in range(10):
+        producer.produce(topic, key=f"S{i % 3}", value=f"v{i}".encode())
+    assert producer.flush(30) == 0
+    try:
+        mine = settings.model_copy(
+            update={"topics": settings.topics.model_copy(update={"activity": topic})}
+        )
+        stream = StreamJob(mine, report=lambda _l: None).source(spark)
+        assert stream.isStreaming
+        assert "kafka" in stream._jdf.queryExecution().toString().lower()  # noqa: SLF001
+        # The same options read the topic as a batch: the connector really runs.
+        batch = spark.read.format("kafka")
+        for key, value in settings.kafka.spark_options().items():
+            batch = batch.option(key, value)
+        rows = batch.option("subscribe", topic).load().collect()
+        assert sorted(r.value for r in rows) == sorted(
+            f"v{i}".encode() for i in range(10)
+        )
+    finally:
+        delete_topics(settings, [topic])
+
+
+def test_spark_options_carry_sasl_as_a_jaas_line() -> None:
+    from learntrack.config import KafkaSettings
+
+    plain = KafkaSettings(
+        bootstrap_servers="b:9092",
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="PLAIN",
+        username="lt",
+        password='p"w',
+    ).spark_options()
+    assert plain["kafka.bootstrap.servers"] == "b:9092"
+    assert plain["kafka.security.protocol"] == "SASL_PLAINTEXT"
+    assert plain["kafka.sasl.mechanism"] == "PLAIN"
+    assert plain["kafka.sasl.jaas.config"] == (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        'username="lt" password="p\\"w";'
+    )
+    scram = KafkaSettings(
+        sasl_mechanism="SCRAM-SHA-512",
+        username="lt",
+        password="x",
+    ).spark_options()
+    assert "ScramLoginModule" in scram["kafka.sasl.jaas.config"]
+    assert "kafka.sasl.jaas.config" not in KafkaSettings().spark_options()
 
 
 @pytest.mark.parametrize(

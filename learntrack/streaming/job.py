@@ -178,9 +178,9 @@ class StreamJob:
         s = self.settings
         stream = s.stream
         if stream.source == "jvm":
-            reader = spark.readStream.format("kafka").option(
-                "kafka.bootstrap.servers", s.kafka.bootstrap
-            )
+            reader = spark.readStream.format("kafka")
+            for key, value in s.kafka.spark_options().items():
+                reader = reader.option(key, value)
         else:
             spark.dataSource.register(KafkaDataSource)
             reader = spark.readStream.format(SOURCE_NAME)
