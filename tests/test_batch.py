@@ -57,13 +57,7 @@ def keyspace(settings: Settings, prefix: str) -> Iterator[str]:
     yield prefix
     cluster, session = cassandra_session(settings)
     try:
-        exists = session.execute(
-            "SELECT keyspace_name FROM system.schema_keyspaces "
-            "WHERE keyspace_name = %s",
-            (prefix,),
-        ).one()
-        if exists is not None:
-            session.execute(f"DROP KEYSPACE {prefix}")
+        session.execute(f"DROP KEYSPACE IF EXISTS {prefix}")
     finally:
         cluster.shutdown()
 

@@ -352,13 +352,7 @@ def cfg(settings: Settings, prefix: str, tmp_path: Path) -> Iterator[Settings]:
         client.drop_database(prefix)
     cluster, session = cassandra_session(test_settings)
     try:
-        found = session.execute(
-            "SELECT keyspace_name FROM system.schema_keyspaces "
-            "WHERE keyspace_name = %s",
-            (prefix,),
-        ).one()
-        if found is not None:
-            session.execute(f"DROP KEYSPACE {prefix}")
+        session.execute(f"DROP KEYSPACE IF EXISTS {prefix}")
     finally:
         cluster.shutdown()
 
