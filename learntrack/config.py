@@ -208,7 +208,11 @@ class CassandraSettings(BaseModel):
     consistency: Literal["ONE", "LOCAL_ONE", "QUORUM", "LOCAL_QUORUM", "ALL"] = (
         "LOCAL_ONE"
     )
-    username: str | None = "learntrack"
+    username: str | None = Field(
+        "learntrack",
+        pattern=r"^[A-Za-z][A-Za-z0-9_]{0,47}$",
+        description="Role to log in as (the local stack creates it).",
+    )
     password: SecretStr | None = None
 
 

@@ -202,7 +202,7 @@ def test_schema_on_the_server_is_the_rendered_one(
                     (keyspace, spec.name),
                 )
             }
-            assert {n: t for n, (t, _k, _o) in columns.items()} == {
+            assert {n: t.replace(" ", "") for n, (t, _k, _o) in columns.items()} == {
                 c.name: c.cql_type.replace(" ", "") for c in spec.columns
             }
             assert [
@@ -458,6 +458,11 @@ def cli_env(
     """Point the CLI's own settings at this test's lake and keyspace."""
     monkeypatch.setenv("LEARNTRACK_DATA_DIR", str(private.data_dir))
     monkeypatch.setenv("LEARNTRACK_CASSANDRA__KEYSPACE", keyspace)
+    # The test stack's credentials file stays in its own data dir.
+    assert private.cassandra.password is not None
+    monkeypatch.setenv(
+        "LEARNTRACK_CASSANDRA__PASSWORD", private.cassandra.password.get_secret_value()
+    )
     return private
 
 

@@ -123,7 +123,10 @@ def _last_batch_records(spark: Any, settings: Settings) -> tuple[int, Any]:
 
     def source_offsets(batch: int) -> dict[str, int]:
         lines = (offsets_dir / str(batch)).read_text().splitlines()
-        return {p: int(o) for p, o in json.loads(lines[2]).items()}
+        offsets = json.loads(lines[2])
+        if settings.stream.source == "jvm":  # Spark's connector: {topic: {p: offset}}
+            offsets = offsets[settings.topics.activity]
+        return {p: int(o) for p, o in offsets.items()}
 
     end = source_offsets(last)
     start = source_offsets(last - 1) if last > 0 else dict.fromkeys(end, 0)
