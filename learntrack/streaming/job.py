@@ -506,14 +506,27 @@ def _step(rep: BatchReport, name: str) -> Iterator[None]:
 
 
 def _stop_gracefully(query: Any, timeout_s: float = 300) -> None:
-    """Stop ``query`` after its batch in flight (stop() cancels running jobs)."""
+    """Stop ``query`` once its batch in flight has committed (stop() cancels jobs).
+
+    Waits until the trigger is idle or a newer batch has reported progress than the
+    one seen now: back-to-back batches (an available-now run, a backlog) may never
+    look idle when polled. A batch that starts in between is cancelled by stop() and
+    replayed on the next start, which the sinks make harmless.
+    """
+
+    def last_batch() -> int:
+        progress = query.lastProgress
+        return -1 if not progress else int(progress["batchId"])
+
+    seen = last_batch()
     deadline = time.monotonic() + timeout_s
     while (
         query.isActive
         and query.status.get("isTriggerActive")
+        and last_batch() <= seen
         and time.monotonic() < deadline
     ):
-        time.sleep(0.2)
+        time.sleep(0.1)
     if query.isActive:
         query.stop()
 
