@@ -41,7 +41,15 @@ def graph_driver(settings: Settings, timeout_s: float = 5.0) -> Any:
 
     g = settings.graph
     auth = (g.username, g.password.get_secret_value()) if g.password else None
-    return GraphDatabase.driver(g.bolt_uri, auth=auth, connection_timeout=timeout_s)
+    return GraphDatabase.driver(
+        g.bolt_uri,
+        auth=auth,
+        connection_timeout=timeout_s,
+        # Neo4j warns on every query that names a property no node has yet (the
+        # first batches of a new graph): "unrecognized", not a problem, and one log
+        # line per query.
+        notifications_disabled_classifications=["UNRECOGNIZED"],
+    )
 
 
 def cassandra_session(
