@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import uuid
 from pathlib import Path
@@ -298,3 +299,28 @@ def test_down_stops_everything_and_up_finds_the_data_again(
         "graph": True,
         "cassandra": True,
     }
+
+
+def test_jvm_parts_are_fetched_again_only_when_missing_or_changed(
+    tmp_path: Path,
+) -> None:
+    from learntrack.errors import StackError
+    from learntrack.stack import jars
+
+    settings = get_settings(stack={"jars_dir": tmp_path})
+    assert not jars.resolved(settings, "kafka")
+    with pytest.raises(StackError, match="learntrack stack fetch"):
+        jars.classpath(settings, "kafka")
+    part = jars.part_dir(settings, "kafka")
+    part.mkdir()
+    (part / "a.jar").write_bytes(b"")
+    (part / "b.jar").write_bytes(b"")
+    (part / jars.STAMP).write_text("the hash of another pom\n")
+    assert not jars.resolved(settings, "kafka")  # the pom changed: fetch again
+    digest = hashlib.sha256(jars.pom("kafka").read_bytes()).hexdigest()
+    (part / jars.STAMP).write_text(digest + "\n")
+    assert jars.resolved(settings, "kafka")
+    assert jars.classpath(settings, "kafka") == f"{part / 'a.jar'}:{part / 'b.jar'}"
+    assert jars.fetch(settings, ["kafka"], report=lambda _m: None) == {}  # no mvn run
+    with pytest.raises(StackError, match="unknown JVM part 'kafak'"):
+        jars.pom("kafak")

@@ -82,7 +82,7 @@ def fetch(
     for part in parts:
         if resolved(settings, part):
             continue
-        report(f"resolving {part} with mvn (first time only)")
+        report(f"resolving {part} with mvn (its jars are missing or its pom changed)")
         started = time.monotonic()
         _copy_dependencies(settings, part)
         timings[part] = time.monotonic() - started
