@@ -511,15 +511,14 @@ def _scratch_cql(keyspace: str, table: Any) -> dict[str, str]:
     name = f"{keyspace}.{table.name}"
     return {
         "insert": f"INSERT INTO {name} ({columns}) VALUES ({marks})",  # noqa: S608
-        "drop_table": f"DROP TABLE {name}",
-        "drop_keyspace": f"DROP KEYSPACE {keyspace}",
+        "drop_table": f"DROP TABLE IF EXISTS {name}",
+        "drop_keyspace": f"DROP KEYSPACE IF EXISTS {keyspace}",
     }
 
 
 def bench_cassandra(settings: Settings, count: int, runs: int) -> Figure:
     """Prepared INSERTs of engagement-shaped rows through execute_concurrent."""
     from cassandra.concurrent import execute_concurrent_with_args
-    from cassandra.protocol import ConfigurationException
 
     from learntrack.clients import cassandra_session
     from learntrack.sinks.cassandra import (
@@ -538,10 +537,7 @@ def bench_cassandra(settings: Settings, count: int, runs: int) -> Figure:
     try:
         made_keyspace = _existing_tables(session, keyspace) is None
         session.execute(keyspace_cql(keyspace))
-        try:
-            session.execute(cql["drop_table"])
-        except ConfigurationException:  # not there: the normal case
-            pass
+        session.execute(cql["drop_table"])  # a scratch table left by a crashed run
         session.execute(table.create_cql(keyspace))
         insert = session.prepare(cql["insert"])
         first = dt.date(2026, 1, 1)

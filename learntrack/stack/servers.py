@@ -711,23 +711,34 @@ class CassandraServer(LocalServer):
             raise StackError(msg)
         return c.username, c.password.get_secret_value()
 
-    def after_ready(self) -> None:
-        """Create LearnTrack's role and lock the built-in superuser (first start)."""
+    def _login(self, timeout: float = 3) -> tuple[Any, Any, bool]:
+        """(cluster, session, ours): LearnTrack's role, else the built-in one.
+
+        Falls back to ``cassandra``/``cassandra`` only when our role is refused,
+        which happens before the first start has created it.
+        """
         from cassandra import AuthenticationFailed
         from cassandra.cluster import NoHostAvailable
 
         username, password = self._credentials()
         try:
-            cluster, _session = self._session(username, password)
-            cluster.shutdown()
-            return  # done on an earlier start
+            cluster, session = self._session(username, password, timeout)
         except NoHostAvailable as err:
             if not any(
                 isinstance(e, AuthenticationFailed) for e in err.errors.values()
             ):
                 raise
-        cluster, session = self._session("cassandra", "cassandra", timeout=10)
+            cluster, session = self._session("cassandra", "cassandra", timeout)
+            return cluster, session, False
+        return cluster, session, True
+
+    def after_ready(self) -> None:
+        """Create LearnTrack's role and lock the built-in superuser (first start)."""
+        username, password = self._credentials()
+        cluster, session, ours = self._login(timeout=10)
         try:
+            if ours:
+                return  # done on an earlier start
             # CQL cannot bind a role name; the settings validate it as an identifier.
             role = username
             session.execute(
@@ -749,18 +760,7 @@ class CassandraServer(LocalServer):
 
     def check(self) -> str:
         """A CQL round-trip over protocol v5; the built-in user until ours exists."""
-        from cassandra import AuthenticationFailed
-        from cassandra.cluster import NoHostAvailable
-
-        username, password = self._credentials()
-        try:
-            cluster, session = self._session(username, password)
-        except NoHostAvailable as err:
-            if not any(
-                isinstance(e, AuthenticationFailed) for e in err.errors.values()
-            ):
-                raise
-            cluster, session = self._session("cassandra", "cassandra")
+        cluster, session, _ours = self._login()
         try:
             row = session.execute("SELECT release_version FROM system.local").one()
             return f"Cassandra {row.release_version}"
