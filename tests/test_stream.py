@@ -27,6 +27,7 @@ from learntrack.producers.generator import (
 )
 from learntrack.stack.manager import Stack
 from learntrack.streaming.job import StreamJob
+from learntrack.streaming.kafka_source import checkpoint_offsets
 from learntrack.topics import ensure_topics
 from learntrack.verify import verify_all
 
@@ -123,10 +124,8 @@ def _last_batch_records(spark: Any, settings: Settings) -> tuple[int, Any]:
 
     def source_offsets(batch: int) -> dict[str, int]:
         lines = (offsets_dir / str(batch)).read_text().splitlines()
-        offsets = json.loads(lines[2])
-        if settings.stream.source == "jvm":  # Spark's connector: {topic: {p: offset}}
-            offsets = offsets[settings.topics.activity]
-        return {p: int(o) for p, o in offsets.items()}
+        offsets = checkpoint_offsets(lines[2], settings.topics.activity)
+        return {str(p): o for p, o in offsets.items()}
 
     end = source_offsets(last)
     start = source_offsets(last - 1) if last > 0 else dict.fromkeys(end, 0)

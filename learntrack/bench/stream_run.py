@@ -24,11 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from learntrack.bench.core import BenchContext, settings_with
 from learntrack.config import Settings
 from learntrack.errors import LearnTrackError
+from learntrack.streaming.kafka_source import checkpoint_offsets
 
 #: Names of everything a bench stream writes (the graph and the lake have no
 #: per-stream names: see :func:`prepare`).
@@ -362,8 +361,8 @@ class LagReader:
         for batch in sorted(done, reverse=True):
             try:
                 last = (root / "offsets" / str(batch)).read_text().splitlines()[-1]
-                return {int(p): int(o) for p, o in orjson.loads(last).items()}
-            except (FileNotFoundError, IndexError, orjson.JSONDecodeError):
+                return checkpoint_offsets(last, self.topic)
+            except (FileNotFoundError, IndexError, ValueError):
                 continue  # being written or purged: take the one before
         return {}
 

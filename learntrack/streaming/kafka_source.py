@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -484,3 +485,16 @@ def _cap(begin: dict[str, int], end: dict[str, int], max_rows: int) -> dict[str,
     for p in by_fraction[:left]:
         take[p] += 1
     return {p: begin[p] + take[p] for p in end}
+
+
+def checkpoint_offsets(line: str | bytes, topic: str) -> dict[int, int]:
+    """Per-partition end offsets from the last line of a query's ``offsets/N`` file.
+
+    Runs wherever a checkpoint is read (the bench's lag, tests). Spark's own
+    connector writes ``{topic: {partition: offset}}``, this Python source
+    ``{partition: offset}``; both come back as ``{partition: offset}``.
+    """
+    data = json.loads(line)
+    if isinstance(data.get(topic), dict):
+        data = data[topic]
+    return {int(p): int(o) for p, o in data.items()}
