@@ -27,9 +27,10 @@ from typing import Any
 import orjson
 
 from learntrack.clients import graph_driver, mongo_client, redis_client
+from learntrack.config import Settings
 from learntrack.errors import FatalSinkError, RetryableSinkError
 from learntrack.events import utc_iso
-from learntrack.sinks.base import Sink
+from learntrack.sinks.base import Runs, StreamSink
 from learntrack.sinks.dlq import Record, TransactionalTopicSink
 from learntrack.sinks.graph import delete_nodes
 
@@ -82,10 +83,28 @@ def alert_json(doc: dict[str, Any]) -> bytes:
     return orjson.dumps(convert(doc))
 
 
+class _AlertSink(StreamSink):
+    """A driver sink of the batch's alerts (only with detection on)."""
+
+    runs_on = Runs.DRIVER
+    takes = "alerts"
+
+    @classmethod
+    def enabled(cls, settings: Settings) -> bool:
+        """Only when the stream detects."""
+        return settings.detect.enabled
+
+
 class AlertTopicSink(TransactionalTopicSink):
     """Alerts to ``learntrack.alerts``, exactly once per batch."""
 
     name = "alerts.topic"
+    takes = "alerts"
+
+    @classmethod
+    def enabled(cls, settings: Settings) -> bool:
+        """Only when the stream detects."""
+        return settings.detect.enabled
 
     def topic(self) -> str:
         """The alerts topic."""
@@ -97,7 +116,7 @@ class AlertTopicSink(TransactionalTopicSink):
             yield doc["studentId"].encode(), alert_json(doc), None
 
 
-class MongoAlertSink(Sink):
+class MongoAlertSink(_AlertSink):
     """Alerts into MongoDB ``alerts`` (inserted once per alertId)."""
 
     name = "alerts.mongo"
@@ -151,7 +170,7 @@ class MongoAlertSink(Sink):
             self.close()
 
 
-class RedisAlertSink(Sink):
+class RedisAlertSink(_AlertSink):
     """Alert ids in Redis sets: all, per student, per event-time hour."""
 
     name = "alerts.redis"
@@ -234,7 +253,7 @@ RETURN count(DISTINCT a) AS linked
 """
 
 
-class GraphAlertSink(Sink):
+class GraphAlertSink(_AlertSink):
     """Alerts in the graph, linked to the student and both evidence activities."""
 
     name = "alerts.graph"
@@ -314,7 +333,7 @@ class GraphAlertSink(Sink):
             self.close()
 
 
-def alert_sinks(settings: Any, writer_id: str) -> dict[str, Sink]:
+def alert_sinks(settings: Any, writer_id: str = "") -> dict[str, StreamSink]:
     """Every alert sink by name, in write order (the topic, the announcement, last)."""
     return {
         "mongo": MongoAlertSink(settings),

@@ -22,7 +22,7 @@ from typing import Any
 
 from learntrack.config import Settings
 from learntrack.errors import FatalSinkError, RetryableSinkError
-from learntrack.sinks.base import Sink
+from learntrack.sinks.base import Runs, StreamSink
 
 Record = tuple[Any, Any, list[tuple[str, str | bytes | None]] | None]
 #: The producer's per-record limit before compression (the broker still applies the
@@ -35,20 +35,27 @@ def commits_topic(settings: Settings, topic: str | None = None) -> str:
     return f"{topic or settings.topics.dlq}.commits"
 
 
-class TransactionalTopicSink(Sink):
+class TransactionalTopicSink(StreamSink):
     """Produces a batch's records to one topic, one Kafka transaction per batch.
 
     Subclasses name the topic and turn rows into ``(key, value, headers)``.
     """
 
     name = "topic"
+    runs_on = Runs.DRIVER
     #: How long one transactional call (init, commit) waits for the broker.
     wait_s = 60.0
 
-    def __init__(self, settings: Settings, writer_id: str = "stream") -> None:
-        """``writer_id`` names the transactional producer (one per checkpoint)."""
+    def __init__(self, settings: Settings, writer_id: str = "") -> None:
+        """``writer_id`` names the transactional producer (one per checkpoint).
+
+        By default the stream's checkpoint and the sink's name: one writer per
+        query and topic.
+        """
         super().__init__(settings)
-        self.writer_id = writer_id
+        self.writer_id = (
+            writer_id or f"{settings.checkpoint_dir / 'stream'}:{self.name}"
+        )
 
     def open(self) -> None:
         """Create the marker topic, init transactions, read committed markers."""
@@ -224,6 +231,7 @@ class DeadLetterSink(TransactionalTopicSink):
     """Produces invalid records to the DLQ, one Kafka transaction per batch."""
 
     name = "dlq"
+    takes = "invalid"
 
     def topic(self) -> str:
         """The dead-letter topic."""

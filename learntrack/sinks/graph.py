@@ -1,6 +1,6 @@
 """Graph sink (Bolt + Cypher): students, regions, access edges, switch activities.
 
-Runs on the driver with the batch's per-student aggregates, so writes scale with the
+Runs on executors with each task's per-student aggregates, so writes scale with the
 distinct (student, region) pairs of a batch, not with its events. Model:
 ``(:Student {studentId, lastRegion, lastSeen, lastEventId})-[:ACCESSED_FROM
 {firstSeen, lastSeen, count}]->(:Region {code})`` and, for every region switch (and
@@ -25,7 +25,7 @@ from typing import Any
 
 from learntrack.clients import graph_driver
 from learntrack.errors import FatalSinkError, RetryableSinkError
-from learntrack.sinks.base import Sink
+from learntrack.sinks.base import Part, Runs, StreamSink
 
 CHUNK = 500
 #: Nodes deleted per transaction by :func:`delete_nodes` (the graph sinks' resets).
@@ -83,7 +83,7 @@ RETURN count(a) AS activities
 """
 
 
-class GraphSink(Sink):
+class GraphSink(StreamSink):
     """Writes per-student access aggregates and switch activities, fenced by batch.
 
     Rows: ``{studentId, lastRegion, lastAt, regions: [{code, count, first, last}],
@@ -91,6 +91,15 @@ class GraphSink(Sink):
     """
 
     name = "graph"
+    runs_on = Runs.EXECUTOR
+
+    def write_part(self, part: Part) -> list[Any]:
+        """The task's students: access edges and switch activities."""
+        from learntrack.streaming.aggregate import graph_rows, switch_activities
+
+        switches = switch_activities(part.events, part.students)
+        self.write_batch(part.batch_id, graph_rows(part.students, switches))
+        return []
 
     def open(self) -> None:
         """Connect and make sure constraints exist (idempotent)."""

@@ -1,10 +1,12 @@
 """MongoDB sinks: the raw activity log and the students' activity summary.
 
-``MongoActivitySink`` runs on executors (inside ``foreachPartition``): it inserts
-every valid event once, ``_id = eventId``, so a replay only meets duplicate keys.
-``MongoStudentSink`` runs on the driver with per-student aggregates of the batch and
-is fenced by batch id: a student document is updated only if its ``streamBatch`` is
-older than the batch, in the same single-document update.
+Both run on executors, inside each task of the stream's batch job.
+``MongoActivitySink`` inserts every valid event once, ``_id = eventId``, so a replay
+only meets duplicate keys (it is the topology's first sink: the events it finds
+already stored by another copy are left out of every later sink).
+``MongoStudentSink`` applies the task's per-student aggregates, fenced by batch id:
+a student document is updated only if its ``streamBatch`` is older than the batch,
+in the same single-document update (a student's events are all in one task).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from learntrack.clients import mongo_client
 from learntrack.errors import FatalSinkError, RetryableSinkError
-from learntrack.sinks.base import Sink
+from learntrack.sinks.base import Part, Runs, StreamSink
 
 ACTIVITIES = "activities"
 STUDENTS = "students"
@@ -57,7 +59,7 @@ def _raise_unless_duplicates(
     raise FatalSinkError(message) from err
 
 
-class _MongoSink(Sink):
+class _MongoSink(StreamSink):
     def open(self) -> None:
         """Connect (executor or driver)."""
         self._client = mongo_client(self.settings)
@@ -111,6 +113,14 @@ class MongoActivitySink(_MongoSink):
     """
 
     name = "mongo.activities"
+    runs_on = Runs.EXECUTOR
+
+    def write_part(self, part: Part) -> list[Any]:
+        """Insert the task's events; drop those another copy stored from ``part``."""
+        _inserted, earlier = self.write_and_find_earlier(part.batch_id, part.rows())
+        if earlier:
+            part.drop(set(earlier))
+        return []
 
     def write_batch(self, batch_id: int, rows: Sequence[Any]) -> int:
         """insert_many(ordered=False); duplicate eventIds are skipped."""
@@ -119,7 +129,13 @@ class MongoActivitySink(_MongoSink):
     def write_and_find_earlier(
         self, batch_id: int, rows: Sequence[Any]
     ) -> tuple[int, list[str]]:
-        """Insert; return (inserted, eventIds an *earlier* batch already stored)."""
+        """Insert; return (inserted, eventIds another copy already stored).
+
+        A duplicate key is this very record again (a replay: same batch, same
+        partition and offset), which still counts, or another copy of the event:
+        stored by an earlier batch, or by another partition's task of this batch.
+        The copy in the store decides, so a replay decides the same.
+        """
         from pymongo.errors import BulkWriteError, PyMongoError
 
         docs = [_activity_doc(r, batch_id) for r in rows]
@@ -131,14 +147,16 @@ class MongoActivitySink(_MongoSink):
         except BulkWriteError as err:
             errors = err.details.get("writeErrors", [])
             _raise_unless_duplicates("activities", errors, err)
-            dups = [e["op"]["_id"] for e in errors]
+            mine = {e["op"]["_id"]: e["op"]["source"] for e in errors}
             try:
                 earlier = [
                     d["_id"]
                     for d in self._db[ACTIVITIES].find(
-                        {"_id": {"$in": dups}, "firstBatch": {"$lt": batch_id}},
-                        {"_id": 1},
+                        {"_id": {"$in": list(mine)}},
+                        {"_id": 1, "firstBatch": 1, "source": 1},
                     )
+                    if d.get("firstBatch", -1) < batch_id
+                    or d.get("source") != mine[d["_id"]]
                 ]
             except PyMongoError as find_err:
                 raise _classify("activities", find_err) from find_err
@@ -184,6 +202,9 @@ _BEFORE_ALL = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 def _activity_doc(row: Any, batch_id: int) -> dict[str, Any]:
     r = row.asDict() if hasattr(row, "asDict") else dict(row)
+    metadata = r.get("metadata")
+    if isinstance(metadata, list):  # an Arrow map column: (key, value) pairs
+        r["metadata"] = dict(metadata)
     doc = {
         "firstBatch": batch_id,
         "_id": r["eventId"],
@@ -209,6 +230,14 @@ class MongoStudentSink(_MongoSink):
     """
 
     name = "mongo.students"
+    runs_on = Runs.EXECUTOR
+
+    def write_part(self, part: Part) -> list[Any]:
+        """The task's students' summaries."""
+        from learntrack.streaming.aggregate import mongo_rows
+
+        self.write_batch(part.batch_id, mongo_rows(part.students))
+        return []
 
     def write_batch(self, batch_id: int, rows: Sequence[Any]) -> int:
         """One conditional upsert per student; a replayed batch matches nothing."""

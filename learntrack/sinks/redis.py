@@ -1,6 +1,7 @@
 """Redis sink: engagement scores, leaderboards and recent-activity counters.
 
-Runs on the driver with the batch's per-student aggregates. Scores are stored
+Runs on executors, with the per-student aggregates of each task's events. Scores
+are stored
 *anchored* (see :mod:`learntrack.scoring`), so updates are plain additions:
 ``ZINCRBY`` on the global and per-course leaderboards (the ranking of anchored
 scores is the ranking of decayed scores at any instant).
@@ -27,7 +28,7 @@ import orjson
 from learntrack.clients import redis_client
 from learntrack.errors import FatalSinkError, RetryableSinkError
 from learntrack.scoring import score_at
-from learntrack.sinks.base import Sink
+from learntrack.sinks.base import Part, Runs, StreamSink
 
 PREFIX = "lt:"
 CHUNK = 500
@@ -70,7 +71,7 @@ def _retryable(err: Exception) -> bool:
     return isinstance(err, redis.ConnectionError | redis.TimeoutError)
 
 
-class RedisScoreSink(Sink):
+class RedisScoreSink(StreamSink):
     """Per-student scores, leaderboards and counters, exactly once per batch.
 
     Rows: ``{studentId, total, actions: {a: n}, anchor, courseAnchors: {c: x},
@@ -78,6 +79,7 @@ class RedisScoreSink(Sink):
     """
 
     name = "redis"
+    runs_on = Runs.EXECUTOR
 
     def open(self) -> None:
         """Connect and register the script."""
@@ -91,6 +93,13 @@ class RedisScoreSink(Sink):
     def ping(self) -> None:
         """PING."""
         self._client.ping()
+
+    def write_part(self, part: Part) -> list[Any]:
+        """The task's students' scores and counters."""
+        from learntrack.streaming.aggregate import redis_rows
+
+        self.write_batch(part.batch_id, redis_rows(part.students))
+        return []
 
     def write_batch(self, batch_id: int, rows: Sequence[Any]) -> int:
         """Apply the batch in chunks; each student is fenced by its ``lastBatch``."""

@@ -1,10 +1,10 @@
-"""Per-batch aggregates for the driver-side sinks (Redis, graph, Mongo students).
+"""Per-student aggregates of a task's events, for the students, Redis and graph sinks.
 
-Runs on the Spark driver inside ``foreachBatch``: one Spark aggregation (executors)
-groups the batch's valid events by (student, course, action, region, event minute);
-the small result is folded on the driver into one row per student for each sink.
-Students who acted from two or more regions in the batch get their events fetched
-(a second, small job) so every region switch becomes an Activity node in the graph.
+Runs on executors, inside the task that holds the events (:class:`Part`): Kafka
+keys every record by its studentId, so one task holds all of a student's events of
+the batch and the fold is plain Python over the task's columns (no Spark job, no
+shuffle). Students who acted from two or more regions get every region switch as
+an Activity for the graph.
 """
 
 from __future__ import annotations
@@ -41,66 +41,56 @@ class StudentBatch:
     )
 
 
-def anchor_column(settings: Settings) -> Any:
-    """Spark expression: each event's anchored score contribution."""
-    from pyspark.sql import functions as F  # noqa: N812
-
-    weights = settings.scoring.weights
-    pairs = [x for a, w in weights.items() for x in (F.lit(a), F.lit(float(w)))]
-    weight = F.coalesce(F.create_map(*pairs)[F.col("action")], F.lit(0.0))
-    seconds = F.unix_micros(F.col("timestamp")) / F.lit(1_000_000.0)
-    exponent = (seconds - F.lit(EPOCH.timestamp())) / F.lit(
-        settings.scoring.half_life_s
-    )
-    return weight * F.pow(F.lit(2.0), exponent)
+def anchors(settings: Settings, actions: list[str], stamps: list[Any]) -> list[float]:
+    """Each event's anchored score contribution (see :mod:`learntrack.scoring`)."""
+    weights = {a: float(w) for a, w in settings.scoring.weights.items()}
+    epoch = EPOCH.timestamp()
+    half_life = settings.scoring.half_life_s
+    return [
+        weights.get(a, 0.0) * 2.0 ** ((ts.timestamp() - epoch) / half_life)
+        for a, ts in zip(actions, stamps, strict=True)
+    ]
 
 
-def fold(settings: Settings, valid: Any) -> dict[str, StudentBatch]:
-    """Aggregate ``valid`` (a DataFrame of events) into per-student batches."""
-    from pyspark.sql import functions as F  # noqa: N812
+def fold(settings: Settings, events: dict[str, list[Any]]) -> dict[str, StudentBatch]:
+    """Fold one task's events (columns) into one :class:`StudentBatch` per student.
 
-    grouped = (
-        valid.withColumn("anchor", anchor_column(settings))
-        .withColumn("minute", F.floor(F.unix_seconds(F.col("timestamp")) / 60))
-        .groupBy("studentId", "courseId", "action", "region", "minute")
-        .agg(
-            F.count(F.lit(1)).alias("n"),
-            F.sum("anchor").alias("anchor"),
-            F.min("timestamp").alias("first"),
-            F.max("timestamp").alias("last"),
-            F.min_by("eventId", F.struct("timestamp", "eventId")).alias("firstEvent"),
-            F.max_by("eventId", F.struct("timestamp", "eventId")).alias("lastEvent"),
-        )
-    )
+    Pure Python over the columns, inside the task that wrote them: Kafka keys by
+    student, so a task holds all of its students' events and no shuffle is needed.
+    """
     students: dict[str, StudentBatch] = {}
-    for r in grouped.toArrow().to_pylist():
-        sb = students.get(r["studentId"])
+    stamps = events["timestamp"]
+    contributions = anchors(settings, events["action"], stamps)
+    for sid, course, action, region, ts, eid, anchor in zip(
+        events["studentId"], events["courseId"], events["action"], events["region"],
+        stamps, events["eventId"], contributions, strict=True,
+    ):  # fmt: skip
+        sb = students.get(sid)
         if sb is None:
-            sb = students[r["studentId"]] = StudentBatch(r["studentId"])
-        n = int(r["n"])
-        sb.total += n
-        sb.actions[r["action"]] += n
-        sb.anchor += r["anchor"]
-        sb.courseAnchors[r["courseId"]] += r["anchor"]
-        sb.minutes[int(r["minute"])] += n
-        first, last = r["first"], r["last"]
-        reg = sb.regions.get(r["region"])
+            sb = students[sid] = StudentBatch(sid)
+        sb.total += 1
+        sb.actions[action] += 1
+        sb.anchor += anchor
+        sb.courseAnchors[course] += anchor
+        sb.minutes[int(ts.timestamp()) // 60] += 1
+        reg = sb.regions.get(region)
         if reg is None:
-            sb.regions[r["region"]] = [n, first, last]
+            sb.regions[region] = [1, ts, ts]
         else:
-            reg[0] += n
-            reg[1] = min(reg[1], first)
-            reg[2] = max(reg[2], last)
-        if sb.last is None or (last, r["lastEvent"]) > (sb.last, sb.lastEventId):
-            sb.last, sb.lastRegion, sb.lastCourse = last, r["region"], r["courseId"]
-            sb.lastEventId = r["lastEvent"]
-        if sb.first is None or first < sb.first[0]:
-            sb.first = (first, r["firstEvent"], r["action"], r["courseId"], r["region"])
+            reg[0] += 1
+            reg[1] = min(reg[1], ts)
+            reg[2] = max(reg[2], ts)
+        if sb.last is None or (ts, eid) > (sb.last, sb.lastEventId):
+            sb.last, sb.lastRegion, sb.lastCourse, sb.lastEventId = (
+                ts, region, course, eid,
+            )  # fmt: skip
+        if sb.first is None or (ts, eid) < (sb.first[0], sb.first[1]):
+            sb.first = (ts, eid, action, course, region)
     return students
 
 
 def switch_activities(
-    valid: Any, students: dict[str, StudentBatch]
+    events: dict[str, list[Any]], students: dict[str, StudentBatch]
 ) -> dict[str, list[dict[str, Any]]]:
     """Activities to put in the graph.
 
@@ -119,17 +109,18 @@ def switch_activities(
                 {"eventId": eid, "action": action, "courseId": course,
                  "timestamp": utc_iso(ts), "region": region, "isFirst": True}
             )  # fmt: skip
-    multi = [s for s, sb in students.items() if len(sb.regions) > 1]
+    multi = {s for s, sb in students.items() if len(sb.regions) > 1}
     if not multi:
         return out
-    spark = valid.sparkSession
-    wanted = spark.createDataFrame([(s,) for s in multi], "studentId string")
-    rows = (
-        valid.join(wanted, "studentId", "left_semi")
-        .select("studentId", "timestamp", "eventId", "action", "courseId", "region")
-        .toArrow()
-        .to_pylist()
-    )
+    rows = [
+        {"studentId": sid, "timestamp": ts, "eventId": eid, "action": action,
+         "courseId": course, "region": region}
+        for sid, ts, eid, action, course, region in zip(
+            events["studentId"], events["timestamp"], events["eventId"],
+            events["action"], events["courseId"], events["region"], strict=True,
+        )
+        if sid in multi
+    ]  # fmt: skip
     rows.sort(key=lambda r: (r["studentId"], r["timestamp"], r["eventId"]))
     previous: dict[str, dict[str, Any]] = {}
     for r in rows:

@@ -1,53 +1,42 @@
 """``learntrack stream``: Kafka -> Spark Structured Streaming -> every store.
 
-Runs on the Spark driver (the ``learntrack stream`` process). Each micro-batch
-(``foreachBatch``) is parsed once and cached, then:
-
-1. invalid records -> the dead-letter topic (one Kafka transaction per batch);
-2. valid events -> MongoDB ``activities`` (executors, idempotent by eventId) and the
-   Parquet lake (staged, then moved into place per batch id);
-3. per-student aggregates -> MongoDB ``students``, Redis and the graph (driver,
-   each fenced by batch id).
-
-A second query (``learntrack-detect``, :mod:`learntrack.streaming.detect`) reads the
-same topic with its own checkpoint and raises multi-region alerts
-(:mod:`learntrack.sinks.alerts`); turn it off with ``LEARNTRACK_DETECT__ENABLED``.
+Runs on the Spark driver (the ``learntrack stream`` process). One query reads the
+activity topic; each micro-batch (``foreachBatch``) is **one Spark job**:
+``mapInArrow`` over the batch's Kafka records, where each task (one partition's
+offset range) parses its records once, de-duplicates them and writes every executor
+sink of :data:`learntrack.streaming.fanout.TOPOLOGY` (the activity log, the lake's
+staged files, the students, Redis, the graph, detection), returning only its
+figures, dead letters and alerts. The driver then commits the lake, writes the dead
+letters (one Kafka transaction) and the alerts, and records the batch's metrics.
 
 Spark re-runs a batch with the same id and offsets after a crash, and every write
-above is idempotent, so effects are exactly once. A sink that fails with a
-retryable error is retried with backoff inside the batch (no skipped batch, no
-crash loop); a fatal error stops the query.
+is idempotent (keyed by eventId, fenced by batch id, or versioned by batch id), so
+effects are exactly once. A sink that fails with a retryable error is retried with
+backoff in the task, then the whole batch is retried (no skipped batch, no crash
+loop); a fatal error stops the query. ``docs/streaming.md`` has the design and its
+measurements.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
 from learntrack.config import Settings
 from learntrack.errors import LearnTrackError, RetryableSinkError
-from learntrack.sinks.alerts import alert_doc, alert_sinks
-from learntrack.sinks.dlq import DeadLetterSink
-from learntrack.sinks.graph import GraphSink
-from learntrack.sinks.lake import LakeSink
-from learntrack.sinks.mongo import (
-    MongoActivitySink,
-    MongoStudentSink,
-    ensure_indexes,
-)
-from learntrack.sinks.redis import RedisScoreSink
-from learntrack.streaming import aggregate, detect
+from learntrack.sinks.base import Runs, StreamSink
+from learntrack.sinks.mongo import ensure_indexes
+from learntrack.streaming import fanout
+from learntrack.streaming.detect import EventClock
 from learntrack.streaming.kafka_source import SOURCE_NAME, KafkaDataSource
 from learntrack.streaming.metrics import PipelineMetrics
-from learntrack.streaming.parse import make_parser, parsed_schema
 
 T = TypeVar("T")
 Report = Callable[[str], None]
@@ -63,11 +52,15 @@ class BatchReport:
     seconds: float = 0.0
     duplicates: int = 0
     sinks: dict[str, float] = field(default_factory=dict)
-    #: Seconds of the Spark work that belongs to no sink: ``read`` (the first
-    #: job: read, parse, cache, counts), ``dedup``, ``fold`` (per-student
-    #: aggregation), ``switch`` (the region switches' events for the graph).
+    #: Seconds outside the sinks: ``job`` (the batch's one Spark job, wall
+    #: clock, the executor sinks included), ``parse`` (the slowest task's read and
+    #: parse), ``clock`` (the event-time watermark, before the job).
     steps: dict[str, float] = field(default_factory=dict)
     lag: dict[str, int] = field(default_factory=dict)
+    #: Produced (broker time) -> stored in every executor store, over the batch's
+    #: new events: ``p50``, ``p99``, ``max`` seconds.
+    freshness: dict[str, float] = field(default_factory=dict)
+    alerts: int = 0
 
     def line(self) -> str:
         """``batch 3: 12,000 rows (12 dlq) in 0.84 s = 14,286 rows/s | ...``."""
@@ -79,10 +72,12 @@ class BatchReport:
         lag = ",".join(
             f"{p}:{n}" for p, n in sorted(self.lag.items(), key=lambda x: int(x[0]))
         )
+        fresh = f" | fresh p99 {self.freshness['p99']:.2f} s" if self.freshness else ""
         return (
             f"batch {self.batch_id}: {rows:,} rows ({self.invalid:,} to dlq, "
             f"{self.duplicates:,} duplicates) in "
             f"{self.seconds:.2f} s = {rate:,.0f} rows/s | {sinks} | lag {lag or '-'}"
+            f"{fresh}"
         )
 
 
@@ -117,59 +112,48 @@ class StreamJob:
         self.master = master
         self.report = report
         self.checkpoint = settings.checkpoint_dir / "stream"
-        self.detect_checkpoint = settings.checkpoint_dir / "detect"
         self.batches: list[BatchReport] = []
         self.alerts_written = 0
         self._stop = threading.Event()
         self._query: Any = None
-        self._detect_query: Any = None
         self._lag_reader: Any = None
-        self._sinks: dict[str, Any] = {}
-        self._alert_sinks: dict[str, Any] = {}
+        self._sinks: list[StreamSink] = []
+        self._clock = EventClock(settings)
+        self._redis: Any = None
         self.metrics = PipelineMetrics(settings, report=report)
 
     # -- sinks ---------------------------------------------------------------------
-    def _driver_sinks(self) -> dict[str, Any]:
-        return {
-            "dlq": DeadLetterSink(self.settings, writer_id=str(self.checkpoint)),
-            "students": MongoStudentSink(self.settings),
-            "redis": RedisScoreSink(self.settings),
-            "graph": GraphSink(self.settings),
-            "lake": LakeSink(self.settings),
-        }
+    def open_sinks(self) -> None:
+        """Build the topology's sinks; open the driver's (executors open their own).
 
-    def open_sinks(self, names: Collection[str] | None = None) -> None:
-        """Open the driver's sinks (all, or only those in ``names``).
-
-        :meth:`start` opens all of them; a caller that drives :meth:`process_batch`
-        or :meth:`write_valid` itself (a replay test, the benchmarks) opens them
-        here. Each open is retried like a write (a store may still be starting).
+        :meth:`start` calls it; a caller that drives :meth:`process_batch` itself
+        (a replay test, the benchmarks) calls it first. Each open is retried like
+        a write (a store may still be starting).
         """
-        sinks = self._driver_sinks()
-        if self.settings.detect.enabled:
-            self._alert_sinks = alert_sinks(self.settings, str(self.detect_checkpoint))
-            sinks.update({f"alerts.{k}": v for k, v in self._alert_sinks.items()})
-        self._sinks = {k: v for k, v in sinks.items() if names is None or k in names}
-        for sink in self._sinks.values():
-            self._retry(sink.name, sink.open)
+        self._sinks = [cls(self.settings) for cls in fanout.sinks(self.settings)]
+        for sink in self._sinks:
+            if sink.runs_on == Runs.DRIVER:
+                self._retry(sink.name, sink.open)
 
     def close_sinks(self) -> None:
         """Close every open sink (never raises)."""
-        for sink in self._sinks.values():
+        for sink in self._sinks:
+            if sink.runs_on == Runs.DRIVER:
+                with contextlib.suppress(Exception):
+                    sink.close()
+        self._sinks = []
+        if self._redis is not None:
             with contextlib.suppress(Exception):
-                sink.close()
-        self._sinks = {}
+                self._redis.close()
+            self._redis = None
 
     def reset(self) -> None:
         """Start over: delete the checkpoints and everything the stream wrote."""
         shutil.rmtree(self.checkpoint, ignore_errors=True)
-        shutil.rmtree(self.detect_checkpoint, ignore_errors=True)
-        for sink in [
-            MongoActivitySink(self.settings),
-            *self._driver_sinks().values(),
-            *alert_sinks(self.settings, str(self.detect_checkpoint)).values(),
-        ]:
-            sink.reset()
+        # The detection query of releases before 0.6 kept its own checkpoint.
+        shutil.rmtree(self.settings.checkpoint_dir / "detect", ignore_errors=True)
+        for cls in fanout.TOPOLOGY:
+            cls(self.settings).reset()
         self.report("reset: checkpoint and stream state deleted")
 
     # -- the query -----------------------------------------------------------------
@@ -213,31 +197,28 @@ class StreamJob:
     def _refuse_orphan_state(self) -> None:
         """A lost checkpoint restarts batch ids at 0, which the fences would misread.
 
-        The same holds for the detection query: its alert topic's commit markers
-        are keyed by batch id.
+        The same holds for the alerts: the alert topic's commit markers are keyed
+        by batch id.
         """
         from learntrack.clients import mongo_client
         from learntrack.sinks.alerts import ALERTS
 
-        checks = [(self.checkpoint, "students", {"streamBatch": {"$exists": True}})]
-        if self.settings.detect.enabled:
-            checks.append((self.detect_checkpoint, ALERTS, {}))
-        missing = [c for c in checks if not (c[0] / "offsets").exists()]
-        if not missing:
+        if (self.checkpoint / "offsets").exists():
             return
+        checks = [("students", {"streamBatch": {"$exists": True}}), (ALERTS, {})]
         with mongo_client(self.settings) as client:
             db = client[self.settings.mongo.database]
-            for checkpoint, collection, query in missing:
+            for collection, query in checks:
                 if db[collection].find_one(query) is not None:
                     msg = (
-                        f"stream state exists but its checkpoint {checkpoint} is "
-                        "missing: restore the checkpoint, or start over with "
+                        f"stream state exists but its checkpoint {self.checkpoint} "
+                        "is missing: restore the checkpoint, or start over with "
                         "`learntrack stream --reset`"
                     )
                     raise LearnTrackError(msg)
 
     def start(self, spark: Any) -> Any:
-        """Start the queries (returns the fan-out's StreamingQuery)."""
+        """Start the query (returns its StreamingQuery)."""
         self._refuse_orphan_state()
         ensure_indexes(self.settings)
         self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
@@ -249,20 +230,6 @@ class StreamJob:
             .queryName("learntrack-stream")
         )
         self._query = self._triggered(writer).start()
-        if self.settings.detect.enabled:
-            valid = (
-                self.source(spark)
-                .mapInArrow(make_parser(self.settings), parsed_schema())
-                .where("ok")
-            )
-            detector = (
-                detect.alerts_stream(self.settings, valid)
-                .writeStream.foreachBatch(self.process_alerts)
-                .option("checkpointLocation", str(self.detect_checkpoint))
-                .outputMode("append")
-                .queryName("learntrack-detect")
-            )
-            self._detect_query = self._triggered(detector).start()
         return self._query
 
     def _triggered(self, writer: Any) -> Any:
@@ -273,8 +240,8 @@ class StreamJob:
         )
 
     def queries(self) -> list[Any]:
-        """The running queries (fan-out first)."""
-        return [q for q in (self._query, self._detect_query) if q is not None]
+        """The running queries (one: detection runs inside it)."""
+        return [q for q in (self._query,) if q is not None]
 
     def run(self, spark: Any) -> list[BatchReport]:
         """Run until done (available-now), stopped by a signal, or failed."""
@@ -307,145 +274,78 @@ class StreamJob:
         while not self._stop.wait(0.25):
             if any(not q.isActive and q.exception() is not None for q in queries):
                 return
-            done = [not q.isActive for q in queries]
-            if all(done) or (any(done) and not self.available_now):
+            if all(not q.isActive for q in queries):
                 return
         self.report("stopping after the current batch...")
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self._stop.set()
 
-    # -- one micro-batch of the detection query ------------------------------------
-    def process_alerts(self, df: Any, batch_id: int) -> None:
-        """Write a batch of alerts to every alert sink (driver; idempotent)."""
-        rows = df.collect()
-        if not rows:
-            return
-        now = dt.datetime.now(dt.UTC)
-        docs = [alert_doc(r, now) for r in rows]
-        for name, sink in self._alert_sinks.items():
-            self._retry(f"alerts.{name}", partial(sink.write_batch, batch_id, docs))
-        self.alerts_written += len(docs)
-        self.report(f"alerts batch {batch_id}: {len(docs):,} multi-region alerts")
-
     # -- one micro-batch ---------------------------------------------------------------
     def process_batch(self, df: Any, batch_id: int) -> None:
-        """Parse once, then write every sink (runs on the driver; idempotent)."""
-        from pyspark.sql import functions as F  # noqa: N812
-
+        """One Spark job writes the executor sinks; then the driver's (idempotent)."""
         started = time.perf_counter()
         rep = BatchReport(batch_id)
-        parsed = df.mapInArrow(make_parser(self.settings), parsed_schema()).persist()
-        unique = None
-        ends: dict[int, int] = {}
-        try:
-            with _step(rep, "read"):
-                stats = (
-                    parsed.groupBy("partition", "ok")
-                    .agg(F.count(F.lit(1)).alias("n"), F.max("offset").alias("last"))
-                    .collect()
-                )
-            rep.valid = sum(r["n"] for r in stats if r["ok"])
-            rep.invalid = sum(r["n"] for r in stats if not r["ok"])
-            for r in stats:
-                ends[r["partition"]] = max(ends.get(r["partition"], 0), r["last"] + 1)
-            valid = parsed.where("ok")
-            with _step(rep, "dedup"):
-                distinct = (
-                    valid.select("eventId").distinct().count() if rep.valid else 0
-                )
-                rep.duplicates = rep.valid - distinct
-                if rep.duplicates:
-                    # Only then the full-row shuffle that picks one copy of each.
-                    unique = _first_copy_of_each_event(valid).persist()
-                    unique.count()
-                    valid = unique
-            if rep.invalid:
-                bad = parsed.where("NOT ok").select(
-                    "key",
-                    "raw",
-                    "reason",
-                    "topic",
-                    "partition",
-                    "offset",
-                    "kafkaTimestamp",
-                )
-                rows = [r.asDict() for r in bad.collect()]
+        with _step(rep, "clock"):
+            watermark = self._watermark(batch_id)
+        for sink in self._sinks:
+            prepare = getattr(sink, "prepare", None)
+            if prepare is not None:
+                prepare(batch_id)
+        job = df.mapInArrow(
+            fanout.task(self.settings, batch_id, watermark), fanout.RESULT_SCHEMA
+        )
+        with _step(rep, "job"):
+            result = fanout.gather(self._retry("tasks", job.toArrow))
+        rep.valid, rep.invalid = result.valid, result.invalid
+        rep.duplicates = result.duplicates
+        rep.sinks.update(result.sinks)
+        rep.steps["parse"] = result.parse_s
+        rep.freshness = result.freshness()
+        for sink in self._sinks:
+            if sink.runs_on == Runs.EXECUTOR:
+                emitted = result.emitted.get(sink.name, [])
                 self._timed(
-                    rep, "dlq", lambda: self._sinks["dlq"].write_batch(batch_id, rows)
+                    rep, f"{sink.name}.commit", partial(sink.commit, batch_id, emitted)
                 )
-            if rep.valid:
-                self.write_valid(batch_id, valid, rep)
-        finally:
-            parsed.unpersist()
-            if unique is not None:
-                unique.unpersist()
+            elif result.rows.get(sink.takes):
+                rows = result.rows[sink.takes]
+                self._timed(rep, sink.name, partial(sink.write_batch, batch_id, rows))
+        rep.alerts = len(result.rows.get("alerts", []))
+        self.alerts_written += rep.alerts
+        if self.settings.detect.enabled:
+            self._retry(
+                "clock", lambda: self._clock.advance(self._client(), result.newest_ms)
+            )
         rep.seconds = time.perf_counter() - started
-        rep.lag = self._lag(ends)
+        rep.lag = self._lag(result.ends)
         self.batches.append(rep)
         self.report(rep.line())
+        if rep.alerts:
+            self.report(f"alerts batch {batch_id}: {rep.alerts:,} multi-region alerts")
         self.metrics.record(rep)  # Redis + Grafana Live; never raises
 
-    def write_valid(self, batch_id: int, valid: Any, rep: BatchReport) -> None:
-        """Write a batch's valid, de-duplicated events to every store (driver).
+    def _client(self) -> Any:
+        from learntrack.clients import redis_client
 
-        The activity log first (executors): events an earlier batch already stored
-        are then left out of the lake and the per-student aggregates. Needs the
-        sinks open (:meth:`open_sinks`); each write is timed into ``rep.sinks``.
-        """
-        settings = self.settings
-        earlier: list[str] = []
+        if self._redis is None:
+            self._redis = redis_client(self.settings)
+        return self._redis
 
-        def activities() -> None:
-            def write_partition(rows: Any) -> Any:
-                with MongoActivitySink(settings) as sink:
-                    chunk: list[Any] = []
-                    for row in rows:
-                        chunk.append(row)
-                        if len(chunk) >= 5000:  # noqa: PLR2004
-                            yield from _write_chunk(sink, batch_id, chunk)
-                            chunk = []
-                    if chunk:
-                        yield from _write_chunk(sink, batch_id, chunk)
+    def _watermark(self, batch_id: int) -> int:
+        """The batch's event-time watermark (fixed on its first attempt)."""
+        if not self.settings.detect.enabled:
+            return 0
 
-            earlier[:] = valid.rdd.mapPartitions(write_partition).collect()
+        def read() -> int:
+            import redis
 
-        self._timed(rep, "mongo", activities)
-        if earlier:
-            # Published again after an earlier batch stored them: count them once.
-            rep.duplicates += len(earlier)
-            seen = valid.sparkSession.createDataFrame(
-                [(e,) for e in earlier], "eventId string"
-            )
-            valid = valid.join(seen, "eventId", "left_anti")
-        self._timed(
-            rep, "lake", lambda: self._sinks["lake"].write_batch(batch_id, valid)
-        )
-        with _step(rep, "fold"):
-            students = aggregate.fold(settings, valid)
-        self._timed(
-            rep,
-            "students",
-            lambda: self._sinks["students"].write_batch(
-                batch_id, aggregate.mongo_rows(students)
-            ),
-        )
-        self._timed(
-            rep,
-            "redis",
-            lambda: self._sinks["redis"].write_batch(
-                batch_id, aggregate.redis_rows(students)
-            ),
-        )
-        with _step(rep, "switch"):
-            activities_by_student = aggregate.switch_activities(valid, students)
-        self._timed(
-            rep,
-            "graph",
-            lambda: self._sinks["graph"].write_batch(
-                batch_id, aggregate.graph_rows(students, activities_by_student)
-            ),
-        )
+            try:
+                return self._clock.watermark(self._client(), batch_id)
+            except (redis.ConnectionError, redis.TimeoutError) as err:
+                raise RetryableSinkError(f"clock: {err}") from err
+
+        return self._retry("clock", read)
 
     def _timed(self, rep: BatchReport, name: str, fn: Callable[[], object]) -> None:
         started = time.perf_counter()
@@ -529,38 +429,3 @@ def _stop_gracefully(query: Any, timeout_s: float = 300) -> None:
         time.sleep(0.1)
     if query.isActive:
         query.stop()
-
-
-def _first_copy_of_each_event(valid: Any) -> Any:
-    """One row per eventId: the copy with the lowest (partition, offset).
-
-    Deterministic, so a replayed batch keeps the same copy as the original run.
-    """
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F  # noqa: N812
-
-    first = Window.partitionBy("eventId").orderBy("partition", "offset")
-    return (
-        valid.withColumn("_copy", F.row_number().over(first))
-        .where(F.col("_copy") == 1)
-        .drop("_copy")
-    )
-
-
-def _write_chunk(sink: MongoActivitySink, batch_id: int, chunk: list[Any]) -> list[str]:
-    """Insert a chunk (executor); the eventIds an earlier batch already had."""
-    return _retry_local(lambda: sink.write_and_find_earlier(batch_id, chunk))[1]
-
-
-def _retry_local(fn: Callable[[], T], attempts: int = 8) -> T:
-    """Executor-side retry for retryable sink errors (Spark retries the task after)."""
-    delay = 0.5
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except RetryableSinkError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 8.0)
-    raise AssertionError("unreachable")

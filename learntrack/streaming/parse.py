@@ -10,6 +10,7 @@ bytes and the reason, with their source partition and offset. Nothing is dropped
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -108,7 +109,7 @@ def make_parser(settings: Settings) -> Callable[[Iterator[Any]], Iterator[Any]]:
 
         from learntrack.events import validation_context
 
-        schema = _arrow_schema()
+        schema = arrow_schema()
         for rb in batches:
             cols: dict[str, list[Any]] = {name: [] for name in schema.names}
             keys = rb.column("key").to_pylist()
@@ -150,7 +151,8 @@ _NO_EVENT: tuple[Any, ...] = (None,) * len(_EVENT_FIELDS)
 _NO_STAMP = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
 
 
-def _arrow_schema() -> Any:
+@functools.cache
+def arrow_schema() -> Any:
     """The Arrow form of :func:`parsed_schema` (derived, never retyped)."""
     from pyspark.sql.pandas.types import to_arrow_schema
 
