@@ -81,10 +81,35 @@ def validation_context(
     return {"regions": frozenset(regions), "max_future": max_future, "now": now}
 
 
+def uuid7(ms: int | None = None, random_bits: int | None = None) -> uuid.UUID:
+    """A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then 74 random bits.
+
+    Ids made in time order sort in time order, so MongoDB's ``_id`` index (the
+    eventId) grows at its right edge instead of at a random place: inserts stay
+    as fast with millions of events stored as with none (``docs/streaming.md``).
+    ``ms`` and ``random_bits`` make it reproducible (the generator's seed).
+    """
+    import os
+    import time
+
+    if ms is None:
+        ms = time.time_ns() // 1_000_000
+    if random_bits is None:
+        random_bits = int.from_bytes(os.urandom(10))
+    rand = random_bits & ((1 << 74) - 1)
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76  # version
+    value |= (rand >> 62) << 64  # rand_a, 12 bits
+    value |= 0b10 << 62  # variant
+    value |= rand & ((1 << 62) - 1)  # rand_b, 62 bits
+    return uuid.UUID(int=value)
+
+
 class ActivityEvent(BaseModel):
     """One thing one student did in one course, at one time, from one region.
 
-    ``eventId`` is the idempotence key everywhere (filled with a UUID4 when absent).
+    ``eventId`` is the idempotence key everywhere (filled with a time-ordered
+    UUIDv7 when absent, see :func:`uuid7`).
     ``timestamp`` is the event time; it must carry a timezone and is stored in UTC.
     Validate with a context from :func:`validation_context` to use the configured
     regions; without one, :data:`DEFAULT_REGIONS` apply.
@@ -92,7 +117,7 @@ class ActivityEvent(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
 
-    eventId: uuid.UUID = Field(default_factory=uuid.uuid4)  # noqa: N815 - contract
+    eventId: uuid.UUID = Field(default_factory=lambda: uuid7())  # noqa: N815 - contract
     studentId: Identifier  # noqa: N815
     courseId: Identifier  # noqa: N815
     action: Action

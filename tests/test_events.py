@@ -42,9 +42,22 @@ def test_timestamp_is_stored_as_utc_and_event_id_filled() -> None:
     event = ActivityEvent.model_validate(valid(), context=CTX)
     assert event.timestamp == dt.datetime(2026, 11, 22, 8, tzinfo=dt.UTC)
     assert event.timestamp.utcoffset() == dt.timedelta(0)
-    assert isinstance(event.eventId, uuid.UUID) and event.eventId.version == 4
+    assert isinstance(event.eventId, uuid.UUID) and event.eventId.version == 7
     assert event.schemaVersion == 1
     assert b'"timestamp":"2026-11-22T08:00:00Z"' in event.to_json()
+
+
+def test_filled_event_ids_are_time_ordered_uuid7() -> None:
+    from learntrack.events import uuid7
+
+    ids = [ActivityEvent.model_validate(valid(), context=CTX).eventId for _ in range(50)]
+    assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in ids)
+    # The first 48 bits are the creation time in ms: never decreasing.
+    stamps = [i.int >> 80 for i in ids]
+    assert stamps == sorted(stamps)
+    # Reproducible from (ms, random bits), time-ordered across milliseconds.
+    assert uuid7(1_000, 7) == uuid7(1_000, 7) < uuid7(1_001, 0)
+    assert str(uuid7(1_700_000_000_000, 5)) == "018bcfe5-6800-7000-8000-000000000005"
 
 
 @pytest.mark.parametrize(

@@ -62,13 +62,13 @@ from learntrack.bench.stream_load import Load, Probe, Published
 from learntrack.bench.stream_profile import (
     SINKS,
     STEPS,
-    DedupAB,
+    FixedCost,
     changed_text,
     cores_table,
-    dedup_figures,
+    fixed_cost_figures,
     profile,
     profile_table,
-    run_dedup_ab,
+    run_fixed_cost,
 )
 from learntrack.bench.stream_run import (
     BatchLine,
@@ -697,7 +697,7 @@ def _scaling_part(drains: list[Drain], section: Section) -> None:
 def _profile_part(
     ladders: list[Ladder],
     drains: list[Drain],
-    dedup: DedupAB | None,
+    cost: FixedCost | None,
     section: Section,
 ) -> None:
     ladder = ladders[0] if ladders else Ladder()  # the first run's
@@ -717,8 +717,8 @@ def _profile_part(
         columns.append(("drain", [b for b in drains[0].batches[1:] if b.rows]))
         cpu += [(f"drain, {d.label}", d.cores) for d in drains if d.detect][:1]
         cpu += [(f"drain, {d.label}", d.cores) for d in drains if not d.detect][:1]
-    if dedup is not None:
-        section.figures += dedup_figures(dedup)
+    if cost is not None:
+        section.figures += fixed_cost_figures(cost)
     section.text += [
         "### Where time goes",
         "",
@@ -736,7 +736,7 @@ def _profile_part(
         "",
         *cores_table(cpu),
         "",
-        *changed_text(dedup, _largest(columns)),
+        *changed_text(cost, _largest(columns)),
         "",
     ]
 
@@ -752,7 +752,7 @@ def build_section(
     ctx: BenchContext,
     ladders: list[Ladder],
     drains: list[Drain],
-    dedup: DedupAB | None,
+    cost: FixedCost | None,
     errors: list[str],
 ) -> Section:
     """Figures and text from what was measured (``ladders``: the completed runs)."""
@@ -772,7 +772,7 @@ def build_section(
             "2 Spark cores, 3 vs 6 partitions, and with detection off.",
             "",
         ]
-    _profile_part(ladders, drains, dedup, section)
+    _profile_part(ladders, drains, cost, section)
     section.text += [f"**Not measured**: {e}" for e in errors]
     return section
 
@@ -800,21 +800,15 @@ def run(ctx: BenchContext) -> Section:
     """The ladders (with freshness), then the scaling runs; cleans up after each."""
     ladders: list[Ladder] = []
     drains: list[Drain] = []
-    dedup: list[DedupAB] = []
+    cost: list[FixedCost] = []
     errors: list[str] = []
     aside = set_lake_aside(ctx.settings)
     try:
         for what, part in (
             ("ladder", lambda: run_ladders(ctx, ladders, errors)),
-            # A quick run leaves out what starts a stream or a measurement anew.
-            *(
-                []
-                if ctx.quick
-                else [
-                    ("scaling", lambda: run_scaling(ctx, drains)),
-                    ("dedup before/after", lambda: dedup.append(run_dedup_ab(ctx))),
-                ]
-            ),
+            ("fixed cost", lambda: cost.append(run_fixed_cost(ctx))),
+            # A quick run leaves out what starts a stream anew.
+            *([] if ctx.quick else [("scaling", lambda: run_scaling(ctx, drains))]),
         ):
             try:
                 part()
@@ -823,4 +817,4 @@ def run(ctx: BenchContext) -> Section:
                 errors.append(f"{what}: {err}")
     finally:
         restore_lake(ctx.settings, aside)
-    return build_section(ctx, ladders, drains, dedup[0] if dedup else None, errors)
+    return build_section(ctx, ladders, drains, cost[0] if cost else None, errors)

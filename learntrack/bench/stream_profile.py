@@ -5,16 +5,13 @@ seconds of each sink and each step of the stream's batch lines (the steps are
 the Spark work that belongs to no sink; ``other`` is the batch minus both);
 :func:`cores_table`
 shows which processes used the cores meanwhile (from
-:class:`learntrack.bench.stream_run.CpuMeter`). :func:`run_dedup_ab` measures,
-on the bench's own SparkSession (the driver is this process), the one step the
-profile led us to change: the fan-out's de-duplication of a batch.
+:class:`learntrack.bench.stream_run.CpuMeter`). :func:`run_fixed_cost` measures,
+on the bench's own SparkSession (the driver is this process), what a small batch
+costs end to end.
 
-The change: ``StreamJob.process_batch`` used to pick one copy of each eventId
-with a window over the whole batch (a shuffle and sort of every column of every
-row, cached as a second copy) even though a batch almost never holds an event
-twice. It now counts the distinct eventIds first (a shuffle of the ids alone) and
-runs the window only when that count is below the number of valid events, so the
-result is the same rows in both cases.
+The executor sinks run inside the batch's one Spark job, so their seconds (the
+slowest task's) overlap ``job``; ``other`` is the batch minus the job and the
+driver's own writes.
 """
 
 from __future__ import annotations
@@ -27,13 +24,27 @@ from dataclasses import dataclass
 from learntrack.bench.core import BenchContext, Figure
 from learntrack.bench.stream_run import BatchLine
 
-SINKS = ("mongo", "lake", "students", "redis", "graph", "dlq")
+#: The batch report's sinks: executor sinks (the slowest task's seconds, inside
+#: the job), then what the driver does after the job.
+SINKS = (
+    "mongo.activities",
+    "lake",
+    "mongo.students",
+    "redis",
+    "graph",
+    "detect",
+    "lake.commit",
+    "dlq",
+    "alerts.mongo",
+    "alerts.redis",
+    "alerts.graph",
+    "alerts.topic",
+)
 #: The batch report's steps outside the sinks (``BatchReport.steps``).
 STEPS = {
-    "read": "read: read + parse + cache + counts",
-    "dedup": "dedup: distinct eventIds",
-    "fold": "fold: per-student aggregation",
-    "switch": "switch: region switches' events",
+    "clock": "clock: the batch's event-time watermark",
+    "parse": "parse: the slowest task's read + parse + de-duplication",
+    "job": "job: the batch's one Spark job (executor sinks inside)",
 }
 REST = "other: between the timed parts"
 #: Roles of :class:`~learntrack.bench.stream_run.CpuMeter`, in table order.
@@ -60,7 +71,9 @@ def profile(batches: list[BatchLine]) -> dict[str, float]:
         for k in (*SINKS, *STEPS)
     }
     total = statistics.fmean([b.seconds for b in batches])
-    out[REST] = max(0.0, total - sum(out.values()))
+    # The executor sinks and the parse run inside the job: not added again.
+    outside = ("clock", "job", *SINKS[SINKS.index("lake.commit") :])
+    out[REST] = max(0.0, total - sum(out[k] for k in outside))
     out["batch"] = total
     out["rows"] = statistics.fmean([b.rows for b in batches])
     return out
@@ -108,114 +121,100 @@ def cores_table(columns: list[tuple[str, dict[str, float]]]) -> list[str]:
 
 
 @dataclass(frozen=True)
-class DedupAB:
-    """Seconds of the de-duplication step, before and after the change."""
+class FixedCost:
+    """End-to-end seconds of small batches: what a batch costs whatever its size."""
 
     rows: int
-    window: list[float]
-    distinct: list[float]
+    seconds: list[float]
+    #: The same batches' one Spark job (the executor sinks run inside it).
+    job: list[float]
 
 
-def run_dedup_ab(ctx: BenchContext) -> DedupAB:
-    """Time both de-duplications of one parsed batch, alternating (driver: here).
+def run_fixed_cost(ctx: BenchContext, rows: int = 1000) -> FixedCost:
+    """Time ``StreamJob.process_batch`` on batches of ``rows`` records (driver: here).
 
-    The batch is 15,000 generator records (0.5 % malformed) parsed by the
-    stream's own parser and cached, as ``process_batch`` has it; the first pair
-    warms up and is dropped.
+    Each batch is new generator records (0.5 % malformed) as Spark's Kafka source
+    hands them over (key, value, partition, offset, broker time), one Spark
+    partition per Kafka partition, through every sink and detection of the
+    stream, on scratch stores. The first batch warms the Python workers up and is
+    dropped; the next ``1 + 2 * runs`` are kept.
     """
     from learntrack.bench.stream_load import Load
+    from learntrack.bench.stream_run import cleanup, isolated, prepare
     from learntrack.producers.generator import delivery_stream
-    from learntrack.streaming.job import _first_copy_of_each_event
-    from learntrack.streaming.parse import make_parser, parsed_schema
+    from learntrack.streaming.job import StreamJob
 
+    settings, _env = isolated(ctx, "fixed")
+    prepare(settings)
     spark = ctx.get_spark()
-    load = Load(ctx.settings, events_per_cycle=15_000)
+    partitions = settings.kafka.partitions
+    load = Load(settings, events_per_cycle=rows * (2 + 2 * ctx.runs))
     load.build()
-    data, _marks = load._chunk(15_000, 0)  # noqa: SLF001 - one cycle, unshifted
-    now = dt.datetime.now(dt.UTC)
-    raw = spark.createDataFrame(
-        [(k, v, "t", i % 6, i, now) for i, (k, v) in enumerate(delivery_stream(data))],
-        "key binary, value binary, topic string, partition int, offset long, "
-        "timestamp timestamp",
+    job = StreamJob(settings, report=lambda _l: None)
+    job.open_sinks()
+    seconds, jobs = [], []
+    try:
+        for batch_id in range(2 + 2 * ctx.runs):
+            data, _marks = load._chunk(rows, batch_id)  # noqa: SLF001
+            now = dt.datetime.now(dt.UTC)
+            records = [
+                (k, v, settings.topics.activity, hash(k) % partitions, i, now)
+                for i, (k, v) in enumerate(delivery_stream(data))
+            ]
+            raw = spark.createDataFrame(
+                records,
+                "key binary, value binary, topic string, partition int, "
+                "offset long, timestamp timestamp",
+            ).repartition(partitions, "partition")
+            started = time.perf_counter()
+            job.process_batch(raw, batch_id)
+            if batch_id:
+                seconds.append(time.perf_counter() - started)
+                jobs.append(job.batches[-1].steps["job"])
+    finally:
+        job.close_sinks()
+        cleanup(settings)
+    return FixedCost(rows, seconds, jobs)
+
+
+def fixed_cost_figures(cost: FixedCost) -> list[Figure]:
+    """The batch's seconds end to end and its Spark job's, as figures."""
+    note = (
+        f"StreamJob.process_batch on {cost.rows:,} new records, every sink and "
+        "detection on, warm workers"
     )
-    window, distinct = [], []
-    for _ in range(1 + 2 * ctx.runs):
-        parsed = raw.mapInArrow(make_parser(ctx.settings), parsed_schema()).persist()
-        parsed.count()
-        valid = parsed.where("ok")
-        started = time.perf_counter()
-        unique = _first_copy_of_each_event(valid).persist()
-        unique.count()
-        window.append(time.perf_counter() - started)
-        unique.unpersist()
-        started = time.perf_counter()
-        valid.select("eventId").distinct().count()
-        distinct.append(time.perf_counter() - started)
-        parsed.unpersist()
-    return DedupAB(len(data.order), window[1:], distinct[1:])
-
-
-def dedup_figures(ab: DedupAB) -> list[Figure]:
-    """The step before and after, as figures."""
-    note = f"one cached batch of {ab.rows:,} parsed records, alternating runs"
     return [
-        Figure.of("dedup step, before: window over all columns", "s", ab.window, note),
-        Figure.of("dedup step, after: distinct eventIds only", "s", ab.distinct, note),
-    ]
+        Figure.of(f"fixed cost: a {cost.rows:,}-row batch end to end", "s",
+                  cost.seconds, note),
+        Figure.of("fixed cost: its one Spark job", "s", cost.job, note),
+    ]  # fmt: skip
 
 
-def changed_text(ab: DedupAB | None, largest: str | None = None) -> list[str]:
-    """What was changed because of the profile, and its before/after.
+def changed_text(cost: FixedCost | None, largest: str | None = None) -> list[str]:
+    """The design the profile led to, and the fixed cost of a batch.
 
     ``largest``: the part of a batch that took longest in the first profiled
     column (a sink or a step), named in the text.
     """
     lines = [
-        "**What was changed because of it.** The profile puts most of a batch "
-        "outside the sinks (the steps and `other`), and the cores table puts most "
-        "of the CPU in the stream's own processes (Spark's JVM and its Python "
-        "workers) rather than the stores. One part "
-        "of that was the de-duplication: every batch was shuffled and sorted by "
-        "eventId with all its columns, and cached a second time, to keep one copy "
-        "of events that almost never occur twice in a batch. `process_batch` now "
-        "counts the distinct eventIds first (a shuffle of the ids alone) and runs "
-        "the window only when a batch holds a duplicate; the rows written are the "
-        "same (the replay and re-send test covers both paths).",
+        "**What the profile led to.** The earlier design ran about 15 Spark jobs "
+        "a batch (counts, distinct eventIds, a fold with a shuffle, collects) and "
+        "a second query for detection that read and parsed every record again; "
+        "each Spark job costs 80-100 ms of scheduling on `local[2]` whatever its "
+        "size. A batch is now one job: each task parses its partition's records "
+        "once and writes every store itself (`docs/streaming.md`).",
     ]
-    if ab is None:
-        lines[0] += " (Its before/after was not measured in this run.)"
+    if cost is None:
+        lines[0] += " (The fixed cost of a batch was not measured in this run.)"
     else:
-        before = statistics.median(ab.window)
-        after = statistics.median(ab.distinct)
         lines[0] += (
-            f" Measured here on one batch of {ab.rows:,} records: {before:.2f} s "
-            f"before, {after:.2f} s after (median of {len(ab.window)} alternating "
-            "runs)."
+            f" The fixed cost of a batch, measured here: "
+            f"{statistics.median(cost.seconds):.2f} s for {cost.rows:,} rows end "
+            f"to end (median of {len(cost.seconds)}, "
+            f"{min(cost.seconds):.2f}-{max(cost.seconds):.2f}), of which the "
+            f"Spark job {statistics.median(cost.job):.2f} s."
         )
-    lines += [
-        "",
-        (
-            f"The largest part of a batch in this run: {STEPS.get(largest, largest)}. "
-            if largest
-            else ""
-        )
-        + "The detection query's batches (their own read, parse and per-student "
-        "state) run on the same two task slots as the fan-out's. "
-        "Tried once each on a 30 s step at 2,000 events/s (2026-11-23, "
-        "this machine), and not kept: FAIR scheduling with a pool per query plus "
-        "no-data batches off, and 4 task slots on the 2 cores "
-        "(`LEARNTRACK_SPARK__MASTER=local[4]`). Neither sustained the step; the "
-        "backlog drained in 44 s and 48 s after the producer stopped, against "
-        "41 s with the defaults.",
-        "",
-        "Not changed (yet): the candidates are less CPU per record rather than "
-        "other scheduling: one read and parse shared by the fan-out and "
-        "detection (today each query reads and validates every record), the "
-        "activity log's write through `rdd.mapPartitions` (rows are pickled one "
-        "by one between the JVM and Python; `mapInArrow` would hand them over as "
-        "Arrow batches), and the graph sink's parameters packed by the "
-        "pure-Python Bolt encoder of the `neo4j` driver. Each is a change to the "
-        "streaming job's design, beyond what a benchmark should change on its "
-        "own.",
-    ]
+    if largest:
+        lines += ["", f"The largest part of a batch in this run: "
+                  f"{STEPS.get(largest, largest)}."]  # fmt: skip
     return lines

@@ -331,9 +331,8 @@ class LagReader:
         )
         meta = self._consumer.list_topics(self.topic, timeout=10)
         self.partitions = sorted(meta.topics[self.topic].partitions)
+        # One query: detection runs inside the fan-out's batches.
         self.checkpoints = {"stream": settings.checkpoint_dir / "stream"}
-        if settings.detect.enabled:  # off: there is no detection query to wait for
-            self.checkpoints["detect"] = settings.checkpoint_dir / "detect"
 
     def close(self) -> None:
         """Release the consumer."""

@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from learntrack.events import DEFAULT_REGIONS, Action, utc_iso
+from learntrack.events import DEFAULT_REGIONS, Action, utc_iso, uuid7
 from learntrack.scoring import EPOCH, anchored, weight_of
 
 MS = 1000
@@ -172,6 +172,10 @@ class Dataset:
 class _Rng(random.Random):
     def uuid4(self) -> str:
         return str(uuid.UUID(int=self.getrandbits(128), version=4))
+
+    def uuid7(self, ms: int) -> str:
+        """A time-ordered id for an event at ``ms`` (reproducible by the seed)."""
+        return str(uuid7(ms, self.getrandbits(74)))
 
 
 def _iso(ts_ms: int) -> str:
@@ -320,7 +324,7 @@ class Generator:
             out.append(
                 (
                     ts,
-                    rng.uuid4(),
+                    rng.uuid7(ts),
                     student.student_id,
                     course,
                     str(action),

@@ -101,13 +101,17 @@ def _discard(key: str, name: str) -> None:
 
 
 def task(
-    settings: Settings, batch_id: int, watermark_ms: int
+    settings: Settings, batch_id: int, watermark_ms: int, *, parsed: bool = False
 ) -> Callable[[Iterator[Any]], Iterator[Any]]:
-    """The ``mapInArrow`` function of batch ``batch_id`` (a picklable closure)."""
+    """The ``mapInArrow`` function of batch ``batch_id`` (a picklable closure).
+
+    It takes Kafka records (``key, value, topic, partition, offset, timestamp``),
+    or with ``parsed`` rows the parser already produced (the benchmarks).
+    """
     from learntrack.streaming.aggregate import fold
     from learntrack.streaming.parse import make_parser
 
-    parse = make_parser(settings)
+    parse = make_parser(settings) if not parsed else (lambda batches: batches)
     key = settings.model_dump_json()
     executor_sinks = sinks(settings, Runs.EXECUTOR)
     lateness_ms = int(settings.detect.lateness_s * 1000)

@@ -282,8 +282,11 @@ class StreamJob:
         self._stop.set()
 
     # -- one micro-batch ---------------------------------------------------------------
-    def process_batch(self, df: Any, batch_id: int) -> None:
-        """One Spark job writes the executor sinks; then the driver's (idempotent)."""
+    def process_batch(self, df: Any, batch_id: int, *, parsed: bool = False) -> None:
+        """One Spark job writes the executor sinks; then the driver's (idempotent).
+
+        ``df``: the batch's Kafka records, or (``parsed``) the parser's rows.
+        """
         started = time.perf_counter()
         rep = BatchReport(batch_id)
         with _step(rep, "clock"):
@@ -293,7 +296,8 @@ class StreamJob:
             if prepare is not None:
                 prepare(batch_id)
         job = df.mapInArrow(
-            fanout.task(self.settings, batch_id, watermark), fanout.RESULT_SCHEMA
+            fanout.task(self.settings, batch_id, watermark, parsed=parsed),
+            fanout.RESULT_SCHEMA,
         )
         with _step(rep, "job"):
             result = fanout.gather(self._retry("tasks", job.toArrow))
