@@ -117,7 +117,7 @@ class ActivityEvent(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
 
-    eventId: uuid.UUID = Field(default_factory=lambda: uuid7())  # noqa: N815 - contract
+    eventId: uuid.UUID = Field(default_factory=uuid7)  # noqa: N815 - contract
     studentId: Identifier  # noqa: N815
     courseId: Identifier  # noqa: N815
     action: Action

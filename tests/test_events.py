@@ -50,7 +50,9 @@ def test_timestamp_is_stored_as_utc_and_event_id_filled() -> None:
 def test_filled_event_ids_are_time_ordered_uuid7() -> None:
     from learntrack.events import uuid7
 
-    ids = [ActivityEvent.model_validate(valid(), context=CTX).eventId for _ in range(50)]
+    ids = [
+        ActivityEvent.model_validate(valid(), context=CTX).eventId for _ in range(50)
+    ]
     assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in ids)
     # The first 48 bits are the creation time in ms: never decreasing.
     stamps = [i.int >> 80 for i in ids]
