@@ -313,6 +313,14 @@ class StreamSettings(BaseModel):
     starting_offsets: Literal["earliest", "latest"] = "earliest"
     max_offsets_per_trigger: int | None = Field(200_000, ge=1)
     fail_on_data_loss: bool = True
+    tasks: int = Field(
+        0,
+        ge=0,
+        description="Tasks per micro-batch: the Kafka partitions' ranges are "
+        "coalesced into this many (whole partitions each, no shuffle); 0 = Spark's "
+        "default parallelism (its cores). Each task has a fixed cost, so more "
+        "tasks than cores only slow a batch down.",
+    )
     retry_max_s: float = Field(
         600.0, ge=0, description="How long a batch retries a store that is down."
     )
@@ -321,7 +329,7 @@ class StreamSettings(BaseModel):
 class DetectSettings(BaseModel):
     """Multi-region ("impossible travel") detection in the stream."""
 
-    enabled: bool = Field(True, description="Run the detection query with the stream.")
+    enabled: bool = Field(True, description="Detect inside the stream's batches.")
     window_s: float = Field(
         1800.0, gt=0, description="Two regions within this many seconds: an alert."
     )

@@ -150,7 +150,7 @@ def run_fixed_cost(ctx: BenchContext, rows: int = 1000) -> FixedCost:
     partitions = settings.kafka.partitions
     load = Load(settings, events_per_cycle=rows * (2 + 2 * ctx.runs))
     load.build()
-    job = StreamJob(settings, report=lambda _l: None)
+    job = StreamJob(settings, report=lambda line: ctx.report(f"[fixed cost] {line}"))
     job.open_sinks()
     seconds, jobs = [], []
     try:

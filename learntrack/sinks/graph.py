@@ -48,7 +48,7 @@ RETURN s.studentId AS studentId, s.lastRegion AS region, s.lastSeen AS seen,
        s.lastEventId AS eventId
 """
 
-UPSERT_ACCESS = """
+UPSERT_STUDENTS = """
 UNWIND $rows AS row
 MERGE (s:Student {studentId: row.studentId})
 WITH s, row WHERE coalesce(s.lastBatch, -1) < $batch
@@ -57,15 +57,20 @@ SET s.lastBatch = $batch,
     s.lastRegion = CASE WHEN newer THEN row.lastRegion ELSE s.lastRegion END,
     s.lastEventId = CASE WHEN newer THEN row.lastEventId ELSE s.lastEventId END,
     s.lastSeen = CASE WHEN newer THEN row.lastAt ELSE s.lastSeen END
-WITH s, row
-UNWIND row.regions AS reg
-MERGE (r:Region {code: reg.code})
+RETURN collect(s.studentId) AS updated
+"""
+
+#: Edges in (region, student) order: two tasks writing at once lock the shared
+#: Region nodes in the same order, so they wait for each other, never deadlock.
+UPSERT_ACCESS = """
+UNWIND $edges AS e
+MATCH (s:Student {studentId: e.studentId})
+MERGE (r:Region {code: e.code})
 MERGE (s)-[a:ACCESSED_FROM]->(r)
-ON CREATE SET a.firstSeen = reg.first, a.lastSeen = reg.last, a.count = reg.count
-ON MATCH SET a.count = a.count + reg.count,
-  a.firstSeen = CASE WHEN reg.first < a.firstSeen THEN reg.first ELSE a.firstSeen END,
-  a.lastSeen = CASE WHEN reg.last > a.lastSeen THEN reg.last ELSE a.lastSeen END
-RETURN count(DISTINCT s) AS students
+ON CREATE SET a.firstSeen = e.first, a.lastSeen = e.last, a.count = e.count
+ON MATCH SET a.count = a.count + e.count,
+  a.firstSeen = CASE WHEN e.first < a.firstSeen THEN e.first ELSE a.firstSeen END,
+  a.lastSeen = CASE WHEN e.last > a.lastSeen THEN e.last ELSE a.lastSeen END
 """
 
 UPSERT_ACTIVITIES = """
@@ -215,14 +220,33 @@ def _write_chunk(
                 act["prevRegion"] = prev["region"]
                 act["prevAt"] = prev["seen"]
                 act["gapS"] = _seconds_between(prev["seen"], act["timestamp"])
-    acts = [{k: v for k, v in a.items() if k != "isFirst"} for a in acts]
-    record = tx.run(UPSERT_ACCESS, rows=rows, batch=batch).single()
-    students = int(record["students"]) if record else 0
-    if students and acts:
-        # Only students updated by this batch (not fenced) get their activities;
-        # MERGE by eventId would make a replay harmless anyway.
+    record = tx.run(UPSERT_STUDENTS, rows=rows, batch=batch).single()
+    updated = set(record["updated"]) if record else set()
+    if not updated:
+        return 0
+    # Only students updated by this batch (not fenced) get their edges and
+    # activities; activities are MERGEd by eventId, so a replay is harmless anyway.
+    edges = sorted(
+        (
+            {"studentId": r["studentId"], **reg}
+            for r in rows
+            if r["studentId"] in updated
+            for reg in r["regions"]
+        ),
+        key=lambda e: (e["code"], e["studentId"]),
+    )
+    tx.run(UPSERT_ACCESS, edges=edges).consume()
+    acts = sorted(
+        (
+            {k: v for k, v in a.items() if k != "isFirst"}
+            for a in acts
+            if a["studentId"] in updated
+        ),
+        key=lambda a: (a["region"], a["eventId"]),
+    )
+    if acts:
         tx.run(UPSERT_ACTIVITIES, acts=acts).consume()
-    return students
+    return len(updated)
 
 
 def _seconds_between(earlier: str, later: str) -> float:

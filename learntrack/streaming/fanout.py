@@ -1,9 +1,10 @@
 """The fan-out of one micro-batch: one Spark job, every store written inside its tasks.
 
 :data:`TOPOLOGY` declares the sinks in order. :func:`task` builds the ``mapInArrow``
-function of a batch: each task (one Kafka partition's offset range) parses its
-records once, de-duplicates them, and hands its events as columns
-(:class:`~learntrack.sinks.base.Part`) to every executor sink in turn; the first,
+function of a batch: each task (one or more whole Kafka partitions' offset ranges,
+as many tasks as cores) parses its records once, de-duplicates them, and hands its
+events as columns (:class:`~learntrack.sinks.base.Part`) to every executor sink in
+turn; the first,
 the activity log, leaves out the events another copy already stored. What the
 task returns to the driver is small: its figures, its dead letters and its alerts
 (:data:`RESULT_SCHEMA`). The driver then commits (the lake) and writes the driver
@@ -201,7 +202,7 @@ def _ends(table: Any) -> dict[int, int]:
 
 
 def _partition(table: Any) -> int:
-    """The task's Kafka partition (one per task: the connector's default)."""
+    """The task's first Kafka partition (a task holds one or more, each whole)."""
     partitions = set(table.column("partition").to_pylist())
     return min(partitions) if partitions else 0
 
