@@ -3,8 +3,9 @@
 Runs on executors with each task's per-student aggregates, so writes scale with the
 distinct (student, region) pairs of a batch, not with its events. Model:
 ``(:Student {studentId, lastRegion, lastSeen, lastEventId})-[:ACCESSED_FROM
-{firstSeen, lastSeen, count}]->(:Region {code})`` and, for every region switch (and
-each student's first event of the batch), ``(:Student)-[:PERFORMED]->(:Activity
+{firstSeen, lastSeen, count}]->(:Region {code})`` and, for every region switch
+(within the batch, or from the student's last event of an earlier batch: the
+Student node keeps it), ``(:Student)-[:PERFORMED]->(:Activity
 {eventId, action, courseId, timestamp, region})-[:IN_REGION]->(:Region)``. A switch
 Activity also holds the student's previous event (``prevEventId``, ``prevRegion``,
 ``prevAt``) and the gap ``gapS`` in seconds, so :func:`multi_region` finds "two
@@ -14,8 +15,10 @@ enough: if two events of different regions are W apart, some consecutive pair
 between them changes region within W).
 
 Exactly once: a student's edges change only if ``Student.lastBatch < batch``, set in
-the same transaction; activities are merged by eventId. Times are ISO-8601 UTC
-strings (``...Z``), which compare correctly as text.
+the same transaction; activities are merged by eventId. Edges and activities are
+written in region order, so two tasks writing at once take the shared Region
+nodes' locks in the same order: they wait for each other, never deadlock. Times
+are ISO-8601 UTC strings (``...Z``), which compare correctly as text.
 """
 
 from __future__ import annotations
@@ -220,6 +223,8 @@ def _write_chunk(
                 act["prevRegion"] = prev["region"]
                 act["prevAt"] = prev["seen"]
                 act["gapS"] = _seconds_between(prev["seen"], act["timestamp"])
+    # A first event that does not change region is no switch: not an Activity.
+    acts = [a for a in acts if not a.get("isFirst") or "prevEventId" in a]
     record = tx.run(UPSERT_STUDENTS, rows=rows, batch=batch).single()
     updated = set(record["updated"]) if record else set()
     if not updated:
