@@ -161,6 +161,24 @@ PANELS: tuple[Panel, ...] = (
         description="Records left in Kafka after each micro-batch.",
     ),
     Panel(
+        key="freshness",
+        title="Freshness: produced -> stored (p99)",
+        section="Pipeline (live)",
+        kind="timeseries",
+        url="/pipeline/metrics?points=120",
+        rows="points",
+        fields=(
+            _AT,
+            Field("freshnessP99", "Seconds (p99)", "number", "freshness_p99_s"),
+        ),
+        x="at",
+        y="freshnessP99",
+        unit="s",
+        width=9,
+        description="Seconds from an event reaching Kafka to its being written in "
+        "every store, p99 over each micro-batch's new events.",
+    ),
+    Panel(
         key="pipeline-totals",
         title="Pipeline totals",
         section="Pipeline (live)",

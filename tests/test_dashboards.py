@@ -96,6 +96,7 @@ class Report:
     seconds: float = 0.5
     sinks: dict[str, float] = field(default_factory=dict)
     lag: dict[str, int] = field(default_factory=dict)
+    freshness: dict[str, float] = field(default_factory=dict)
 
 
 class Clock:
@@ -304,7 +305,15 @@ def test_the_page_and_grafana_show_the_same_panels() -> None:
 def test_influx_line_round_trips_every_live_field() -> None:
     at = dt.datetime(2026, 11, 21, 10, 0, 0, 123000, tzinfo=dt.UTC)
     point = batch_point(
-        Report(7, valid=900, invalid=100, duplicates=3, seconds=2.0, lag={"0": 5}),
+        Report(
+            7,
+            valid=900,
+            invalid=100,
+            duplicates=3,
+            seconds=2.0,
+            lag={"0": 5},
+            freshness={"p50": 0.4, "p99": 1.25, "max": 1.5},
+        ),
         at,
         since_previous_s=4.0,
     )
@@ -316,6 +325,7 @@ def test_influx_line_round_trips_every_live_field() -> None:
     assert values["events_per_s"] == 250.0  # 1,000 records over 4 s since the last
     assert values["dead_letters"] == 100.0
     assert values["lag"] == 5.0
+    assert values["freshness_p99_s"] == 1.25
     assert ns == 1_795_255_200_123_000_000
 
 
@@ -383,7 +393,10 @@ def test_batches_are_counted_once_and_pushed_to_grafana_live(
     try:
         metrics.record(Report(0, valid=1000, invalid=10, seconds=4.0, lag={"0": 7}))
         clock.now += 5.0
-        metrics.record(Report(1, valid=490, invalid=10, seconds=1.0, lag={"1": 3}))
+        fresh = {"p50": 0.3, "p99": 0.9, "max": 1.1}
+        metrics.record(
+            Report(1, valid=490, invalid=10, seconds=1.0, lag={"1": 3}, freshness=fresh)
+        )
         # Spark re-runs batch 1 after a crash: counted once.
         metrics.record(Report(1, valid=490, invalid=10, seconds=1.0, lag={"1": 3}))
     finally:
@@ -398,7 +411,12 @@ def test_batches_are_counted_once_and_pushed_to_grafana_live(
     assert totals["lastBatch"] == 1
     assert totals["lag"] == 3
     assert totals["eventsPerSecond"] == pytest.approx(100.0)  # 500 in 5 s
+    assert totals["freshnessP99"] == pytest.approx(0.9)
     assert [p["batch"] for p in answer["points"]] == [0, 1]
+    # Freshness per batch: none for a batch without it, the task quantiles' merge.
+    assert answer["points"][0]["freshnessP99"] is None
+    assert answer["points"][1]["freshnessP50"] == pytest.approx(0.3)
+    assert answer["points"][1]["freshnessMax"] == pytest.approx(1.1)
     assert answer["points"][0]["eventsPerSecond"] == pytest.approx(252.5)
     # Every record() pushed one line to /api/live/push/learntrack with the token.
     assert len(receiver.requests) == 3

@@ -316,6 +316,11 @@ class PipelinePoint(BaseModel):
     eventsPerSecond: float  # noqa: N815
     lag: int
     sinks: dict[str, float] = Field(default_factory=dict)
+    #: Seconds from produced (broker time) to written in every store, over the
+    #: batch's new events (None: the batch stored no new event).
+    freshnessP50: float | None = None  # noqa: N815
+    freshnessP99: float | None = None  # noqa: N815
+    freshnessMax: float | None = None  # noqa: N815
 
 
 class PipelineTotals(BaseModel):
@@ -332,6 +337,8 @@ class PipelineTotals(BaseModel):
     lastSeconds: float | None = None  # noqa: N815
     eventsPerSecond: float | None = None  # noqa: N815
     lag: int | None = None
+    #: The latest batch's produced -> stored p99, seconds.
+    freshnessP99: float | None = None  # noqa: N815
 
 
 class PipelineMetrics(BaseModel):

@@ -682,6 +682,8 @@ PROMETHEUS_METRICS = (
      "Records per second through the latest micro-batch."),
     ("learntrack_stream_consumer_lag", "gauge", "lag",
      "Records behind the topic's end after the latest micro-batch."),
+    ("learntrack_stream_freshness_p99_seconds", "gauge", "freshnessP99",
+     "Produced -> stored in every store, p99 over the latest batch's events."),
     ("learntrack_alerts", "gauge", "alerts", "Multi-region alerts raised."),
     ("learntrack_students_scored", "gauge", "studentsScored",
      "Students with an engagement score."),

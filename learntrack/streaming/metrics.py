@@ -9,7 +9,7 @@ Where the metrics go, and why there:
 
 - **Redis** (the store the query service already reads): the hash ``lt:pipeline``
   holds running totals (batches, events, dead letters, duplicates) and the latest
-  batch (id, time, duration, events/s, consumer lag); the list
+  batch (id, time, duration, events/s, consumer lag, freshness p99); the list
   ``lt:pipeline:points`` keeps the last ``metrics.history`` batches as JSON, newest
   first. One Lua script applies a batch atomically and only if its id is above
   ``lastBatch``, so a batch that Spark re-runs after a crash is counted once. The
@@ -28,6 +28,10 @@ Where the metrics go, and why there:
 Events per second: the batch's records (valid + dead letters) over the wall-clock
 time since the previous batch ended (the batch's own duration for the first batch
 of a run), i.e. the rate at which records went through the stream.
+
+Freshness: seconds from each event's broker timestamp (when the producer's record
+reached Kafka) to the end of its task's writes (every executor store has it), over
+the batch's new events; p50, p99 and max, merged from each task's quantiles.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ LIVE_FIELDS = (
     "dead_letters",
     "duplicates",
     "batch_seconds",
+    "freshness_p99_s",
 )
 #: Redis keys (the ``lt:`` prefix of every stream key).
 HASH_KEY = "lt:pipeline"
@@ -74,6 +79,7 @@ redis.call('HINCRBY', KEYS[1], 'batches', 1)
 redis.call('HINCRBY', KEYS[1], 'events', ARGV[6])
 redis.call('HINCRBY', KEYS[1], 'deadLetters', ARGV[7])
 redis.call('HINCRBY', KEYS[1], 'duplicates', ARGV[8])
+redis.call('HSET', KEYS[1], 'freshnessP99', ARGV[11])
 redis.call('LPUSH', KEYS[2], ARGV[9])
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[10]) - 1)
 return 1
@@ -90,6 +96,7 @@ class BatchFigures(Protocol):
     seconds: float
     sinks: dict[str, float]
     lag: dict[str, int]
+    freshness: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,9 @@ class BatchPoint:
     events_per_s: float
     lag: int
     sinks: dict[str, float] = field(default_factory=dict)
+    #: Produced (broker time) -> written to every store, over the batch's new
+    #: events, in seconds: ``p50``, ``p99``, ``max`` (empty: no new event).
+    freshness: dict[str, float] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         """The JSON kept in Redis and served by the API (camelCase)."""
@@ -120,6 +130,9 @@ class BatchPoint:
             "eventsPerSecond": round(self.events_per_s, 2),
             "lag": self.lag,
             "sinks": {k: round(v, 4) for k, v in self.sinks.items()},
+            "freshnessP50": self.freshness.get("p50"),
+            "freshnessP99": self.freshness.get("p99"),
+            "freshnessMax": self.freshness.get("max"),
         }
 
     def live_fields(self) -> dict[str, float]:
@@ -131,6 +144,8 @@ class BatchPoint:
             "dead_letters": float(self.dead_letters),
             "duplicates": float(self.duplicates),
             "batch_seconds": float(self.seconds),
+            # A batch that stored no new event has no freshness: 0.
+            "freshness_p99_s": float(self.freshness.get("p99", 0.0)),
         }
 
 
@@ -151,6 +166,7 @@ def batch_point(
         events_per_s=rows / interval if interval > 0 else 0.0,
         lag=sum(report.lag.values()),
         sinks=dict(report.sinks),
+        freshness=dict(report.freshness),
     )
 
 
@@ -229,6 +245,7 @@ class PipelineMetrics:
                     point.duplicates,
                     orjson.dumps(point.as_json()),
                     self.settings.metrics.history,
+                    repr(point.freshness.get("p99", "")) if point.freshness else "",
                 ],
             )
         except Exception as err:  # noqa: BLE001 - a metric must never fail a batch
