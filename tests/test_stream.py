@@ -170,7 +170,7 @@ def test_available_now_fills_every_store_exactly_and_replays_change_nothing(
     reports = job.run(spark)
     assert len(reports) >= 3  # 5,100 records at <= 1,500 per batch
     # One Spark job a batch; the executor sinks ran inside it, so none took longer.
-    assert all(set(r.steps) == {"clock", "job", "parse"} for r in reports)
+    assert all(set(r.steps) == {"clock", "job", "read", "parse"} for r in reports)
     assert all(r.steps["clock"] + r.steps["job"] <= r.seconds for r in reports)
     executor = {"mongo.activities", "lake", "mongo.students", "redis", "graph"}
     assert all(executor <= set(r.sinks) for r in reports)

@@ -43,7 +43,8 @@ SINKS = (
 #: The batch report's steps outside the sinks (``BatchReport.steps``).
 STEPS = {
     "clock": "clock: the batch's event-time watermark",
-    "parse": "parse: the slowest task's read + parse + de-duplication",
+    "read": "read: the slowest task's wait for its records (Kafka, JVM -> Arrow)",
+    "parse": "parse: the slowest task's validation + de-duplication",
     "job": "job: the batch's one Spark job (executor sinks inside)",
 }
 REST = "other: between the timed parts"

@@ -122,7 +122,18 @@ def task(
         import pyarrow.compute as pc
 
         started = time.perf_counter()
-        parsed = list(parse(batches))
+        waited = [0.0]  # seconds waiting for Spark's Arrow batches (the read)
+
+        def timed(source: Iterator[Any]) -> Iterator[Any]:
+            while True:
+                begun = time.perf_counter()
+                batch = next(source, None)
+                waited[0] += time.perf_counter() - begun
+                if batch is None:
+                    return
+                yield batch
+
+        parsed = list(parse(timed(iter(batches))))
         if not parsed:
             return
         table = pa.Table.from_batches(parsed)
@@ -137,7 +148,8 @@ def task(
         figures["valid"] = valid.num_rows
         part = Part(batch_id, _partition(table), _first_copies(events), watermark_ms)
         figures["duplicates"] = valid.num_rows - len(part)
-        figures["parse"] = time.perf_counter() - started
+        figures["read"] = waited[0]
+        figures["parse"] = time.perf_counter() - started - waited[0]
         emitted: dict[str, list[Any]] = {}
         for i, cls in enumerate(executor_sinks):
             if not len(part):
@@ -269,6 +281,7 @@ class Gathered:
     ends: dict[int, int] = field(default_factory=dict)
     #: Per sink, the slowest task's seconds (the batch waits for it).
     sinks: dict[str, float] = field(default_factory=dict)
+    read_s: float = 0.0
     parse_s: float = 0.0
     newest_ms: int = -1
     #: Executor sink name -> what its tasks emitted (concatenated).
@@ -315,6 +328,7 @@ def gather(result: Any) -> Gathered:
                 g.ends[int(p)] = max(g.ends.get(int(p), 0), end)
             for name, s in body["sinks"].items():
                 g.sinks[name] = max(g.sinks.get(name, 0.0), s)
+            g.read_s = max(g.read_s, body["read"])
             g.parse_s = max(g.parse_s, body["parse"])
             g.newest_ms = max(g.newest_ms, body["newestMs"])
             g.ages.append((body["freshness"], body["stored"]))

@@ -53,8 +53,10 @@ class BatchReport:
     duplicates: int = 0
     sinks: dict[str, float] = field(default_factory=dict)
     #: Seconds outside the sinks: ``job`` (the batch's one Spark job, wall
-    #: clock, the executor sinks included), ``parse`` (the slowest task's read and
-    #: parse), ``clock`` (the event-time watermark, before the job).
+    #: clock, the executor sinks included), ``read`` (the slowest task's wait for
+    #: its records from Spark: the Kafka read and the JVM -> Arrow hand-over),
+    #: ``parse`` (the slowest task's validation and de-duplication), ``clock``
+    #: (the event-time watermark, before the job).
     steps: dict[str, float] = field(default_factory=dict)
     lag: dict[str, int] = field(default_factory=dict)
     #: Produced (broker time) -> stored in every executor store, over the batch's
@@ -309,6 +311,7 @@ class StreamJob:
         rep.valid, rep.invalid = result.valid, result.invalid
         rep.duplicates = result.duplicates
         rep.sinks.update(result.sinks)
+        rep.steps["read"] = result.read_s
         rep.steps["parse"] = result.parse_s
         rep.freshness = result.freshness()
         for sink in self._sinks:
