@@ -104,91 +104,122 @@ def _discard(key: str, name: str) -> None:
 def task(
     settings: Settings, batch_id: int, watermark_ms: int, *, parsed: bool = False
 ) -> Callable[[Iterator[Any]], Iterator[Any]]:
-    """The ``mapInArrow`` function of batch ``batch_id`` (a picklable closure).
+    """The ``mapInArrow`` function of batch ``batch_id`` (a picklable object).
 
     It takes Kafka records (``key, value, topic, partition, offset, timestamp``),
     or with ``parsed`` rows the parser already produced (the benchmarks).
     """
-    from learntrack.streaming.aggregate import fold
-    from learntrack.streaming.parse import make_parser
+    return _Task(settings, batch_id, watermark_ms, parsed=parsed)
 
-    parse = make_parser(settings) if not parsed else (lambda batches: batches)
-    key = settings.model_dump_json()
-    executor_sinks = sinks(settings, Runs.EXECUTOR)
-    lateness_ms = int(settings.detect.lateness_s * 1000)
 
-    def run(batches: Iterator[Any]) -> Iterator[Any]:
+class _Task:
+    """One task of a batch: read and parse, then every executor sink, then report."""
+
+    def __init__(
+        self, settings: Settings, batch_id: int, watermark_ms: int, *, parsed: bool
+    ) -> None:
+        from learntrack.streaming.parse import make_parser
+
+        self.settings = settings
+        self.batch_id = batch_id
+        self.watermark_ms = watermark_ms
+        self.parse: Callable[[Iterator[Any]], Iterator[Any]] = (
+            make_parser(settings) if not parsed else (lambda batches: batches)
+        )
+        self.key = settings.model_dump_json()
+        self.sinks = sinks(settings, Runs.EXECUTOR)
+        self.lateness_ms = int(settings.detect.lateness_s * 1000)
+
+    def __call__(self, batches: Iterator[Any]) -> Iterator[Any]:
+        """Run the task over Spark's Arrow batches; yield its one result batch."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
         started = time.perf_counter()
         waited = [0.0]  # seconds waiting for Spark's Arrow batches (the read)
-
-        def timed(source: Iterator[Any]) -> Iterator[Any]:
-            while True:
-                begun = time.perf_counter()
-                batch = next(source, None)
-                waited[0] += time.perf_counter() - begun
-                if batch is None:
-                    return
-                yield batch
-
-        parsed = list(parse(timed(iter(batches))))
+        parsed = list(self.parse(_timed(iter(batches), waited)))
         if not parsed:
             return
         table = pa.Table.from_batches(parsed)
-        figures: dict[str, Any] = {"ends": {}, "sinks": {}}
-        for p, last in _ends(table).items():
-            figures["ends"][str(p)] = last + 1
         ok = table.column("ok")
         invalid = table.filter(pc.invert(ok))
         valid = table.filter(ok).drop_columns(["ok", "reason", "key", "raw", "topic"])
-        events = valid.to_pydict()
-        figures["invalid"] = invalid.num_rows
-        figures["valid"] = valid.num_rows
-        part = Part(batch_id, _partition(table), _first_copies(events), watermark_ms)
-        figures["duplicates"] = valid.num_rows - len(part)
-        figures["read"] = waited[0]
-        figures["parse"] = time.perf_counter() - started - waited[0]
+        part = Part(
+            self.batch_id,
+            _partition(table),
+            _first_copies(valid.to_pydict()),
+            self.watermark_ms,
+        )
+        figures: dict[str, Any] = {
+            "ends": {str(p): last + 1 for p, last in _ends(table).items()},
+            "invalid": invalid.num_rows,
+            "valid": valid.num_rows,
+            "duplicates": valid.num_rows - len(part),
+            "read": waited[0],
+            "parse": time.perf_counter() - started - waited[0],
+        }
+        emitted, figures["sinks"] = self._write(part)
+        figures["duplicates"] += part.dropped
+        figures["freshness"] = _freshness(part.events, time.time() * 1000)
+        figures["newestMs"] = (
+            newest_event_ms(part.events, self.lateness_ms) if len(part) else -1
+        )
+        figures["stored"] = len(part)
+        figures["seconds"] = time.perf_counter() - started
+        yield _result(figures, emitted, invalid)
+
+    def _write(self, part: Part) -> tuple[dict[str, list[Any]], dict[str, float]]:
+        """Every executor sink in topology order: (what each emitted, its seconds)."""
+        from learntrack.streaming.aggregate import fold
+
         emitted: dict[str, list[Any]] = {}
-        for i, cls in enumerate(executor_sinks):
+        seconds: dict[str, float] = {}
+        for i, cls in enumerate(self.sinks):
             if not len(part):
                 break
-            sink = _opened(key, cls, settings)
+            sink = _opened(self.key, cls, self.settings)
             begun = time.perf_counter()
             try:
                 emitted[cls.name] = retry_local(partial(sink.write_part, part))
             except Exception:
-                _discard(key, cls.name)
+                _discard(self.key, cls.name)
                 raise
-            figures["sinks"][cls.name] = time.perf_counter() - begun
+            seconds[cls.name] = time.perf_counter() - begun
             if i == 0:  # the activity log has left out the events stored before
-                part.students = fold(settings, part.events)
-        done_ms = time.time() * 1000
-        figures["duplicates"] += part.dropped
-        figures["newestMs"] = (
-            newest_event_ms(part.events, lateness_ms) if len(part) else -1
-        )
-        figures["freshness"] = _freshness(part.events, done_ms)
-        figures["stored"] = len(part)
-        figures["seconds"] = time.perf_counter() - started
-        out: list[tuple[str, bytes | None, bytes | None, bytes]] = [
-            ("figures", None, None, orjson.dumps(figures)),
-            ("emitted", None, None, orjson.dumps(emitted)),
-        ]
-        for r in invalid.select(
-            ["key", "raw", "reason", "topic", "partition", "offset", "kafkaTimestamp"]
-        ).to_pylist():
-            stamp = r.pop("kafkaTimestamp")
-            body = {**r, "kafkaMs": None if stamp is None else stamp.timestamp() * 1000}
-            key_bytes, raw = body.pop("key"), body.pop("raw")
-            out.append(("invalid", key_bytes, raw, orjson.dumps(body)))
-        yield pa.RecordBatch.from_pylist(
-            [dict(zip(("kind", "key", "raw", "body"), o, strict=True)) for o in out],
-            schema=_result_arrow_schema(),
-        )
+                part.students = fold(self.settings, part.events)
+        return emitted, seconds
 
-    return run
+
+def _timed(source: Iterator[Any], waited: list[float]) -> Iterator[Any]:
+    """``source``, adding the seconds spent waiting for each item to ``waited[0]``."""
+    while True:
+        begun = time.perf_counter()
+        item = next(source, None)
+        waited[0] += time.perf_counter() - begun
+        if item is None:
+            return
+        yield item
+
+
+def _result(figures: dict[str, Any], emitted: dict[str, Any], invalid: Any) -> Any:
+    """The task's result batch: its figures, what its sinks emitted, dead letters."""
+    import pyarrow as pa
+
+    out: list[tuple[str, bytes | None, bytes | None, bytes]] = [
+        ("figures", None, None, orjson.dumps(figures)),
+        ("emitted", None, None, orjson.dumps(emitted)),
+    ]
+    for r in invalid.select(
+        ["key", "raw", "reason", "topic", "partition", "offset", "kafkaTimestamp"]
+    ).to_pylist():
+        stamp = r.pop("kafkaTimestamp")
+        body = {**r, "kafkaMs": None if stamp is None else stamp.timestamp() * 1000}
+        key, raw = body.pop("key"), body.pop("raw")
+        out.append(("invalid", key, raw, orjson.dumps(body)))
+    return pa.RecordBatch.from_pylist(
+        [dict(zip(("kind", "key", "raw", "body"), o, strict=True)) for o in out],
+        schema=_result_arrow_schema(),
+    )
 
 
 def _result_arrow_schema() -> Any:
