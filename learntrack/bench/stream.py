@@ -13,10 +13,10 @@ from a thread of the bench (:mod:`learntrack.bench.stream_load`).
    batch (its checkpoint) does not cover yet. A step is **sustained** when
 
    a. the producer published at >= 95 % of the step's rate;
-   b. the lag does not grow: the slower query's mean lag over the last third of
+   b. the lag does not grow: the query's mean lag over the last third of
       the step is at most its mean over the first third plus
       max(2 s of input, 1,000 records);
-   c. the backlog drains: both queries have processed every published record
+   c. the backlog drains: the stream has processed every published record
       within 10 s after the producer stops.
 
    The ladder stops at the first step that is not sustained (the full run then
@@ -133,7 +133,7 @@ class Step:
     unseen: int = 0
 
     def thirds(self) -> tuple[float, float]:
-        """Mean lag (slower query) over the first and the last third of the step."""
+        """Mean lag over the first and the last third of the step."""
         lags = [s.lag for s in self.lags] or [0]
         k = max(1, len(lags) // 3)
         return statistics.fmean(lags[:k]), statistics.fmean(lags[-k:])
@@ -250,7 +250,7 @@ class _Rig:
         return thread, out
 
     def drain(self, since: float, limit_s: float) -> float | None:
-        """Seconds from ``since`` until both queries have caught up (None: not)."""
+        """Seconds from ``since`` until the stream has caught up (None: not)."""
         deadline = since + limit_s
         while True:
             sample = self.lag.sample()
@@ -603,10 +603,10 @@ def _ladder_part(ctx: BenchContext, ladders: list[Ladder], section: Section) -> 
         "",
         f"Each step publishes generator events at a fixed rate for {seconds:.0f} s "
         "to the running stream. Lag = records on the broker not covered by the "
-        "slower query's last committed batch (fan-out or detection), read every "
+        "stream's last committed batch (detection runs inside it), read every "
         "second. Sustained = the producer reached 95 % of the rate, the mean lag "
         "of the last third of the step is at most the first third's + max(2 s of "
-        "input, 1,000), and both queries had processed everything 10 s after "
+        "input, 1,000), and the stream had processed everything 10 s after "
         "the producer stopped. Freshness columns: seconds from handing a record "
         "to the producer to seeing it (polled every 0.1 s). "
         f"{runs} on emptied topics and stores; the figures above are the median "

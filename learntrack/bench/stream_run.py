@@ -35,7 +35,7 @@ TOPIC_PREFIX = "bench.stream"
 MONGO_DB = "lt_bench_stream"
 REDIS_DB = "7"
 #: Broker retention of the bench's activity topics; the bench also deletes what
-#: both queries have processed (:meth:`LagReader.trim`), so runs stay small on disk.
+#: the stream has processed (:meth:`LagReader.trim`), so runs stay small on disk.
 RETENTION_MS = 3_600_000
 
 BATCH_LINE = re.compile(
@@ -302,13 +302,12 @@ class LagSample:
 
     at: float  # time.monotonic()
     produced: int  # sum of the partitions' end offsets
-    stream: int  # fan-out query
-    detect: int  # detection query (0 when it is off)
+    stream: int  # the stream's query (detection runs inside its batches)
 
     @property
     def lag(self) -> int:
-        """The slower query's lag."""
-        return max(self.stream, self.detect)
+        """The query's lag."""
+        return self.stream
 
 
 class LagReader:
@@ -366,7 +365,7 @@ class LagReader:
         return {}
 
     def trim(self) -> int:
-        """Delete the records both queries have processed; how many were deleted.
+        """Delete the records the stream has processed; how many were deleted.
 
         Keeps the in-memory broker (and its snapshots) small between steps; never
         deletes a record a query has not committed, so no data is lost.
@@ -395,7 +394,6 @@ class LagReader:
             time.monotonic(),
             sum(ends.values()),
             lags["stream"],
-            lags.get("detect", 0),
         )
 
 

@@ -286,8 +286,14 @@ def _freshness(events: dict[str, list[Any]], done_ms: float) -> list[float]:
     return [ages[round(last * q / (QUANTILES - 1))] for q in range(QUANTILES)]
 
 
-def retry_local(fn: Callable[[], T], attempts: int = 8) -> T:
-    """Retry retryable sink errors in the task (Spark then retries the task)."""
+def retry_local(fn: Callable[[], T], attempts: int = 4) -> T:
+    """Retry retryable sink errors in the task for a few seconds (0.5, 1, 2 s).
+
+    A store down for longer fails the task, hence the batch's job; the driver
+    then retries the whole batch with its own backoff, naming the sink
+    (:meth:`learntrack.streaming.job.StreamJob._retry`): every write is
+    idempotent, so tasks that had finished change nothing the second time.
+    """
     delay = 0.5
     for attempt in range(attempts):
         try:

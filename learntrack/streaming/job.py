@@ -20,6 +20,7 @@ measurements.
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import signal
 import threading
@@ -39,6 +40,10 @@ from learntrack.streaming.kafka_source import SOURCE_NAME, KafkaDataSource
 from learntrack.streaming.metrics import PipelineMetrics
 
 T = TypeVar("T")
+#: A retryable sink error raised in a task, as Spark's failure message quotes it.
+_TASK_RETRYABLE = re.compile(
+    r"RetryableSinkError: (?P<sink>[\w.]+): (?P<message>[^\n]*)"
+)
 Report = Callable[[str], None]
 
 
@@ -371,7 +376,7 @@ class StreamJob:
             except (redis.ConnectionError, redis.TimeoutError) as err:
                 raise RetryableSinkError(f"clock: {err}") from err
 
-        return self._retry("clock", read)
+        return self._retry("redis", read)  # the store that is down
 
     def _timed(self, rep: BatchReport, name: str, fn: Callable[[], object]) -> None:
         started = time.perf_counter()
@@ -390,10 +395,13 @@ class StreamJob:
                     raise
                 self.report(f"{name}: {err}; retrying in {delay:.1f} s")
             except Exception as err:  # a Spark task failing on an executor
-                if "RetryableSinkError" not in str(err) or waited >= limit:
+                found = _TASK_RETRYABLE.search(str(err))
+                if found is None or waited >= limit:
                     raise
+                # Named by the sink that failed in the task, with its own message.
                 self.report(
-                    f"{name}: retryable failure on an executor; retry in {delay:.1f} s"
+                    f"{found['sink']}: {found['message'][:300]} (in a task); "
+                    f"retrying in {delay:.1f} s"
                 )
             time.sleep(delay)
             waited += delay
