@@ -96,17 +96,25 @@ def test_the_fold_and_the_switches_of_a_task(settings: Settings) -> None:
 
 
 def test_detection_compares_only_timely_events_and_moves_the_clock() -> None:
-    cols = events([("a", "s", 0, "EU", 0, 0), ("b", "s", 10, "US", 0, 1)])
-    late = int((T0 + dt.timedelta(minutes=5)).timestamp() * 1000)
-    # The first event is behind the watermark: not compared.
-    assert [e[2] for e in comparable_events(cols, late, 3_600_000)["s"]] == ["b"]
+    cols = events(
+        [("a", "s", 0, "EU", 0, 0), ("b", "s", 10, "US", 0, 1),
+         ("c", "t", 1, "EU", 1, 0)]
+    )  # fmt: skip
+    ms = int(T0.timestamp() * 1000)
+    late = ms + 5 * 60_000
+    # Each partition has its own watermark: "a" is behind partition 0's, "c" is not
+    # behind partition 1's (a partition behind in event time is not made late).
+    found = comparable_events(cols, {0: late}, 3_600_000)
+    assert [e[2] for e in found["s"]] == ["b"]
+    assert [e[2] for e in found["t"]] == ["c"]
+    assert newest_event_ms(cols, 3_600_000) == {0: ms + 600_000, 1: ms + 60_000}
     # An event dated far ahead of its broker time is left out, and moves nothing.
     cols["kafkaTimestamp"][1] = T0 - dt.timedelta(hours=3)
-    assert [e[2] for e in comparable_events(cols, 0, 3_600_000)["s"]] == ["a"]
-    assert newest_event_ms(cols, 3_600_000) == int(T0.timestamp() * 1000)
-    cols["kafkaTimestamp"] = [None, None]
-    assert comparable_events(cols, 0, 3_600_000) == {}
-    assert newest_event_ms(cols, 3_600_000) == -1
+    assert [e[2] for e in comparable_events(cols, {}, 3_600_000)["s"]] == ["a"]
+    assert newest_event_ms(cols, 3_600_000) == {0: ms, 1: ms + 60_000}
+    cols["kafkaTimestamp"] = [None, None, None]
+    assert comparable_events(cols, {}, 3_600_000) == {}
+    assert newest_event_ms(cols, 3_600_000) == {}
 
 
 def test_freshness_merges_each_tasks_quantiles_by_its_events() -> None:

@@ -135,8 +135,9 @@ class Part:
     batch_id: int
     partition: int
     events: dict[str, list[Any]]
-    #: Event-time watermark of the batch (epoch ms): events older are late.
-    watermark_ms: int = 0
+    #: Event-time watermark of the batch per Kafka partition (epoch ms): events
+    #: older than their partition's are late. A partition not in it: 0.
+    watermarks: dict[int, int] = field(default_factory=dict)
     students: dict[str, StudentBatch] = field(default_factory=dict)
     #: Events left out because another copy of them counts (see :meth:`drop`).
     dropped: int = 0

@@ -17,9 +17,13 @@ MGET and one pipelined SET per task. What Spark's state store gave, this keeps:
 - **Replays**: a state is versioned by batch id (before and after), so a batch re-run
   after a crash starts from the state its first attempt saw and raises the same
   alerts with the same ids; the alert sinks upsert by ``alertId``: exactly once.
-- **The event-time watermark**: :class:`EventClock` fixes each batch's watermark
-  (newest event time of the earlier batches, over every partition, minus the
-  lateness) in Redis before the batch's tasks run, so a replay sees the same one.
+- **The event-time watermark**: :class:`EventClock` fixes each batch's watermarks
+  (per Kafka partition: the newest event time of the earlier batches in that
+  partition, minus the lateness) in Redis before the batch's tasks run, so a
+  replay sees the same ones. Per partition, because a student's events and state
+  live with one partition: one watermark for all partitions (Spark's) turns the
+  events of a partition that is behind in event time late while a capped backlog
+  drains, and detection missed an anomaly that way.
 - **Bounded state**: each step drops what left the window behind the watermark;
   an empty or idle state expires (a Redis TTL).
 
@@ -247,13 +251,12 @@ class DetectSink(StreamSink):
         """Events as rows (watermark 0); how many alerts they raise."""
         names = ("studentId", "timestamp", "region", "eventId", "kafkaTimestamp")
         events = {n: [r[n] for r in rows] for n in names}
+        events["partition"] = [r.get("partition", 0) for r in rows]
         return len(self.write_part(Part(batch_id, 0, events)))
 
     def write_part(self, part: Part) -> list[Any]:
         """Fold the task's events into each student's state; return new alert rows."""
-        by_student = comparable_events(
-            part.events, part.watermark_ms, self._lateness_ms
-        )
+        by_student = comparable_events(part.events, part.watermarks, self._lateness_ms)
         if not by_student:
             return []
         students = sorted(by_student)
@@ -266,6 +269,7 @@ class DetectSink(StreamSink):
         alerts: list[Any] = []
         writes: dict[str, bytes] = {}
         for sid, key, raw in zip(students, keys, stored, strict=True):
+            watermark = part.watermarks.get(by_student[sid][0][4], 0)
             versions = orjson.loads(raw) if raw else None
             base: dict[str, list[Any]]
             if versions is None:
@@ -277,7 +281,8 @@ class DetectSink(StreamSink):
             else:  # a newer batch already folded this student: nothing is new
                 continue
             current = orjson.loads(orjson.dumps(base))
-            rows = self._detector.step(sid, current, by_student[sid], part.watermark_ms)
+            seen = [e[:4] for e in by_student[sid]]
+            rows = self._detector.step(sid, current, seen, watermark)
             alerts += [dict(zip(ALERT_NAMES, r, strict=True)) for r in rows]
             writes[key] = orjson.dumps({"b": batch, "prev": base, "cur": current})
         try:
@@ -306,38 +311,40 @@ ALERT_NAMES = tuple(name for name, _ in ALERT_COLUMNS)
 
 
 def comparable_events(
-    events: dict[str, list[Any]], watermark_ms: int, lateness_ms: int
-) -> dict[str, list[Seen]]:
-    """Each student's events that detection compares, as :data:`Seen` tuples.
+    events: dict[str, list[Any]], watermarks: dict[int, int], lateness_ms: int
+) -> dict[str, list[tuple[int, str, str, int, int]]]:
+    """Each student's events that detection compares: :data:`Seen` + partition.
 
     Left out: records without a broker time, events dated ahead of their broker
     time by more than the lateness (the watermark follows the newest event time,
     so one such event would make every other one "late" and blind detection for
-    hours; they still reach every other store), and events behind the watermark
-    (late: they are not compared, as Spark's own watermark drops them).
+    hours; they still reach every other store), and events behind their partition's
+    watermark (late: they are not compared, as Spark's own watermark drops them).
     """
-    out: dict[str, list[Seen]] = defaultdict(list)
-    for sid, ts, region, eid, ingest in zip(
+    out: dict[str, list[tuple[int, str, str, int, int]]] = defaultdict(list)
+    for sid, ts, region, eid, ingest, partition in zip(
         events["studentId"], events["timestamp"], events["region"],
-        events["eventId"], events["kafkaTimestamp"], strict=True,
+        events["eventId"], events["kafkaTimestamp"], events["partition"], strict=True,
     ):  # fmt: skip
         if ingest is None:
             continue
         ms, ingest_ms = _ms(ts), _ms(ingest)
-        if ms > ingest_ms + lateness_ms or ms < watermark_ms:
+        if ms > ingest_ms + lateness_ms or ms < watermarks.get(partition, 0):
             continue
-        out[sid].append((ms, region, eid, ingest_ms))
+        out[sid].append((ms, region, eid, ingest_ms, partition))
     return out
 
 
-def newest_event_ms(events: dict[str, list[Any]], lateness_ms: int) -> int:
-    """The newest event time detection could compare (-1 if none): moves the clock."""
-    newest = -1
-    for ts, ingest in zip(events["timestamp"], events["kafkaTimestamp"], strict=True):
+def newest_event_ms(events: dict[str, list[Any]], lateness_ms: int) -> dict[int, int]:
+    """Per partition, the newest event time detection could compare: moves the clock."""
+    newest: dict[int, int] = {}
+    for ts, ingest, partition in zip(
+        events["timestamp"], events["kafkaTimestamp"], events["partition"], strict=True
+    ):
         if ingest is not None:
             ms = _ms(ts)
-            if ms <= _ms(ingest) + lateness_ms:
-                newest = max(newest, ms)
+            if ms <= _ms(ingest) + lateness_ms and ms > newest.get(partition, -1):
+                newest[partition] = ms
     return newest
 
 
@@ -357,38 +364,51 @@ def _redis_error(err: Exception) -> Exception:
 
 
 class EventClock:
-    """The stream's event-time watermark, kept in Redis, fixed per batch.
+    """The stream's event-time watermarks, per Kafka partition, fixed per batch.
 
-    The watermark of batch ``b`` is the newest comparable event time of the batches
-    before ``b`` minus the lateness (never moving back), as Spark computes its
-    own. It is stored with the batch id before the batch's tasks run, so a batch
-    replayed after a crash gets the very watermark its first attempt had; after the
-    batch, the newest event time moves forward (a maximum: repeating it is
-    harmless).
+    Kept in Redis (the hash ``lt:detect:clock``: ``batch``, ``wm:<partition>``,
+    ``newest:<partition>``). The watermark of partition ``p`` in batch ``b`` is the
+    newest comparable event time of ``p`` in the batches before ``b`` minus the
+    lateness, never moving back. They are stored with the batch id before the
+    batch's tasks run, so a batch replayed after a crash gets the very watermarks
+    its first attempt had; after the batch, each partition's newest event time
+    moves forward (a maximum: repeating it is harmless).
     """
 
     def __init__(self, settings: Settings) -> None:
-        """Nothing connects until :meth:`watermark`."""
+        """Nothing connects until :meth:`watermarks`."""
         self.settings = settings
         self.lateness_ms = int(settings.detect.lateness_s * 1000)
 
-    def watermark(self, client: Any, batch_id: int) -> int:
-        """The watermark of ``batch_id`` (epoch ms; 0 before any event)."""
+    def watermarks(self, client: Any, batch_id: int) -> dict[int, int]:
+        """The watermarks of ``batch_id`` by partition (epoch ms; absent = 0)."""
         raw = client.hgetall(CLOCK_KEY)
-        state = {
-            k.decode() if isinstance(k, bytes) else k: int(v) for k, v in raw.items()
-        }
+        state = {_text(k): int(v) for k, v in raw.items()}
+        fixed = {int(k[3:]): v for k, v in state.items() if k.startswith("wm:")}
         if state.get("batch") == batch_id:
-            return state["watermark"]
-        newest = state.get("newest", -1)
-        watermark = max(state.get("watermark", 0), newest - self.lateness_ms, 0)
-        client.hset(CLOCK_KEY, mapping={"batch": batch_id, "watermark": watermark})
-        return watermark
+            return fixed
+        for key, newest in state.items():
+            if key.startswith("newest:"):
+                p = int(key[7:])
+                fixed[p] = max(fixed.get(p, 0), newest - self.lateness_ms, 0)
+        mapping: dict[str, int] = {f"wm:{p}": w for p, w in fixed.items()}
+        client.hset(CLOCK_KEY, mapping={**mapping, "batch": batch_id})
+        return fixed
 
-    def advance(self, client: Any, newest_ms: int) -> None:
-        """After a batch: its newest comparable event time (a maximum)."""
-        if newest_ms < 0:
+    def advance(self, client: Any, newest: dict[int, int]) -> None:
+        """After a batch: each partition's newest comparable event time (a maximum)."""
+        if not newest:
             return
-        current = client.hget(CLOCK_KEY, "newest")
-        if current is None or int(current) < newest_ms:
-            client.hset(CLOCK_KEY, "newest", newest_ms)
+        keys = [f"newest:{p}" for p in newest]
+        current = client.hmget(CLOCK_KEY, keys)
+        higher = {
+            key: ms
+            for key, ms, now in zip(keys, newest.values(), current, strict=True)
+            if now is None or int(now) < ms
+        }
+        if higher:
+            client.hset(CLOCK_KEY, mapping=higher)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -102,27 +102,36 @@ def _discard(key: str, name: str) -> None:
 
 
 def task(
-    settings: Settings, batch_id: int, watermark_ms: int, *, parsed: bool = False
+    settings: Settings,
+    batch_id: int,
+    watermarks: dict[int, int],
+    *,
+    parsed: bool = False,
 ) -> Callable[[Iterator[Any]], Iterator[Any]]:
     """The ``mapInArrow`` function of batch ``batch_id`` (a picklable object).
 
     It takes Kafka records (``key, value, topic, partition, offset, timestamp``),
     or with ``parsed`` rows the parser already produced (the benchmarks).
     """
-    return _Task(settings, batch_id, watermark_ms, parsed=parsed)
+    return _Task(settings, batch_id, watermarks, parsed=parsed)
 
 
 class _Task:
     """One task of a batch: read and parse, then every executor sink, then report."""
 
     def __init__(
-        self, settings: Settings, batch_id: int, watermark_ms: int, *, parsed: bool
+        self,
+        settings: Settings,
+        batch_id: int,
+        watermarks: dict[int, int],
+        *,
+        parsed: bool,
     ) -> None:
         from learntrack.streaming.parse import make_parser
 
         self.settings = settings
         self.batch_id = batch_id
-        self.watermark_ms = watermark_ms
+        self.watermarks = watermarks
         self.parse: Callable[[Iterator[Any]], Iterator[Any]] = (
             make_parser(settings) if not parsed else (lambda batches: batches)
         )
@@ -148,7 +157,7 @@ class _Task:
             self.batch_id,
             _partition(table),
             _first_copies(valid.to_pydict()),
-            self.watermark_ms,
+            self.watermarks,
         )
         figures: dict[str, Any] = {
             "ends": {str(p): last + 1 for p, last in _ends(table).items()},
@@ -161,9 +170,8 @@ class _Task:
         emitted, figures["sinks"] = self._write(part)
         figures["duplicates"] += part.dropped
         figures["freshness"] = _freshness(part.events, time.time() * 1000)
-        figures["newestMs"] = (
-            newest_event_ms(part.events, self.lateness_ms) if len(part) else -1
-        )
+        newest = newest_event_ms(part.events, self.lateness_ms) if len(part) else {}
+        figures["newestMs"] = {str(p): ms for p, ms in newest.items()}
         figures["stored"] = len(part)
         figures["seconds"] = time.perf_counter() - started
         yield _result(figures, emitted, invalid)
@@ -320,7 +328,8 @@ class Gathered:
     sinks: dict[str, float] = field(default_factory=dict)
     read_s: float = 0.0
     parse_s: float = 0.0
-    newest_ms: int = -1
+    #: Per partition, the newest event time detection could compare.
+    newest_ms: dict[int, int] = field(default_factory=dict)
     #: Executor sink name -> what its tasks emitted (concatenated).
     emitted: dict[str, list[Any]] = field(default_factory=dict)
     #: Driver input kind ("invalid", "alerts") -> rows.
@@ -367,7 +376,8 @@ def gather(result: Any) -> Gathered:
                 g.sinks[name] = max(g.sinks.get(name, 0.0), s)
             g.read_s = max(g.read_s, body["read"])
             g.parse_s = max(g.parse_s, body["parse"])
-            g.newest_ms = max(g.newest_ms, body["newestMs"])
+            for p, ms in body["newestMs"].items():
+                g.newest_ms[int(p)] = max(g.newest_ms.get(int(p), -1), ms)
             g.ages.append((body["freshness"], body["stored"]))
         elif r["kind"] == "emitted":
             for name, rows in body.items():

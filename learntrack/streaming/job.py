@@ -302,13 +302,13 @@ class StreamJob:
         started = time.perf_counter()
         rep = BatchReport(batch_id)
         with _step(rep, "clock"):
-            watermark = self._watermark(batch_id)
+            watermarks = self._watermarks(batch_id)
         for sink in self._sinks:
             prepare = getattr(sink, "prepare", None)
             if prepare is not None:
                 prepare(batch_id)
         job = self._tasks(df).mapInArrow(
-            fanout.task(self.settings, batch_id, watermark, parsed=parsed),
+            fanout.task(self.settings, batch_id, watermarks, parsed=parsed),
             fanout.RESULT_SCHEMA,
         )
         with _step(rep, "job"):
@@ -363,16 +363,16 @@ class StreamJob:
             self._redis = redis_client(self.settings)
         return self._redis
 
-    def _watermark(self, batch_id: int) -> int:
-        """The batch's event-time watermark (fixed on its first attempt)."""
+    def _watermarks(self, batch_id: int) -> dict[int, int]:
+        """The batch's event-time watermarks (fixed on its first attempt)."""
         if not self.settings.detect.enabled:
-            return 0
+            return {}
 
-        def read() -> int:
+        def read() -> dict[int, int]:
             import redis
 
             try:
-                return self._clock.watermark(self._client(), batch_id)
+                return self._clock.watermarks(self._client(), batch_id)
             except (redis.ConnectionError, redis.TimeoutError) as err:
                 raise RetryableSinkError(f"clock: {err}") from err
 
