@@ -136,7 +136,11 @@ class ActivityEvent(BaseModel):
         cls, value: dt.datetime, info: ValidationInfo
     ) -> dt.datetime:
         ctx = info.context or {}
-        value = value.astimezone(dt.UTC)
+        try:
+            value = value.astimezone(dt.UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+00:01 is before year 1 in UTC
+            msg = f"timestamp {value.isoformat()} is out of range"
+            raise ValueError(msg) from None
         now = ctx.get("now") or dt.datetime.now(dt.UTC)
         max_future = ctx.get("max_future") or DEFAULT_MAX_FUTURE
         if value < MIN_EVENT_TIME:

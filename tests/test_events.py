@@ -47,6 +47,13 @@ def test_timestamp_is_stored_as_utc_and_event_id_filled() -> None:
     assert b'"timestamp":"2026-11-22T08:00:00Z"' in event.to_json()
 
 
+def test_a_timestamp_before_year_one_in_utc_is_refused_not_an_overflow() -> None:
+    with pytest.raises(ValidationError, match="out of range"):
+        ActivityEvent.model_validate(
+            valid(timestamp="0001-01-01T00:00:00+00:01"), context=CTX
+        )
+
+
 def test_filled_event_ids_are_time_ordered_uuid7() -> None:
     from learntrack.events import uuid7
 

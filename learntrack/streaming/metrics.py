@@ -79,7 +79,11 @@ redis.call('HINCRBY', KEYS[1], 'batches', 1)
 redis.call('HINCRBY', KEYS[1], 'events', ARGV[6])
 redis.call('HINCRBY', KEYS[1], 'deadLetters', ARGV[7])
 redis.call('HINCRBY', KEYS[1], 'duplicates', ARGV[8])
-redis.call('HSET', KEYS[1], 'freshnessP99', ARGV[11])
+if ARGV[11] == '' then
+  redis.call('HDEL', KEYS[1], 'freshnessP99')
+else
+  redis.call('HSET', KEYS[1], 'freshnessP99', ARGV[11])
+end
 redis.call('LPUSH', KEYS[2], ARGV[9])
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[10]) - 1)
 return 1
