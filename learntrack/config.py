@@ -313,6 +313,14 @@ class StreamSettings(BaseModel):
     starting_offsets: Literal["earliest", "latest"] = "earliest"
     max_offsets_per_trigger: int | None = Field(200_000, ge=1)
     fail_on_data_loss: bool = True
+    fetch_max_wait_ms: int = Field(
+        20,
+        ge=0,
+        description="The JVM Kafka source's fetch.max.wait.ms. A consumer reused "
+        "by the next batch waits for its previous fetch at the log's end to come "
+        "back before it can seek; Kafka's default (500 ms) cost up to 0.5 s per "
+        "partition per batch.",
+    )
     tasks: int = Field(
         0,
         ge=0,

@@ -177,6 +177,9 @@ class StreamJob:
             reader = spark.readStream.format("kafka")
             for key, value in s.kafka.spark_options().items():
                 reader = reader.option(key, value)
+            reader = reader.option(
+                "kafka.fetch.max.wait.ms", str(stream.fetch_max_wait_ms)
+            )
         else:
             spark.dataSource.register(KafkaDataSource)
             reader = spark.readStream.format(SOURCE_NAME)
