@@ -1,8 +1,8 @@
 """Bench section ``legacy``: the original design's per-event path vs ours, same events.
 
 Runs in the ``learntrack bench`` process against the bench stack; our path runs on
-the run's one SparkSession (this process is its driver, the activity writes run on
-its executors).
+the run's one SparkSession (this process is its driver; the writes run in its
+executors' tasks).
 
 The original design (its architecture document) wrote every event as it came, one
 round trip per call:
@@ -21,12 +21,12 @@ three stores of (seconds per event)``: what one loop doing the three calls for e
 event in turn would reach.
 
 Our path gets the same events in micro-batches and writes them exactly as the
-stream job does: :meth:`learntrack.streaming.job.StreamJob.write_valid` (activities
-by ``MongoActivitySink`` in chunks of 5,000 on the executors, the lake, then
-``aggregate.fold`` -> the students, Redis and graph sinks' ``write_batch``). It
-starts from a cached DataFrame of the batch's valid events, i.e. after the parse
-and the de-duplication; ``stream.sustained_rate`` (when the stream section ran)
-covers the whole pipeline, and is compared too.
+stream job does: :meth:`learntrack.streaming.job.StreamJob.process_batch` (one Spark
+job per batch; each task writes the activity log, the lake, the students, Redis
+and the graph), from a cached DataFrame of parsed rows, one Spark partition per
+Kafka partition, i.e. after the parse; detection is off (the original design had
+none). ``stream.sustained_rate`` (when the stream section ran) covers the whole
+pipeline, and is compared too.
 
 Isolation: a scratch MongoDB database, a scratch Redis database (keys ``lt:*`` and
 ``benchlegacy:*``), and ids starting with ``benchlegacy-`` in the graph (students,

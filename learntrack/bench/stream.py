@@ -2,7 +2,7 @@
 
 Runs in the ``learntrack bench`` process. The stream under test is a
 ``learntrack stream`` subprocess, as users run it (default trigger, every sink
-and the detection query on), with its own topics, MongoDB database, Redis db and
+and detection on), with its own topics, MongoDB database, Redis db and
 checkpoint (:mod:`learntrack.bench.stream_run`), fed by paced generator events
 from a thread of the bench (:mod:`learntrack.bench.stream_load`).
 
@@ -34,7 +34,7 @@ from a thread of the bench (:mod:`learntrack.bench.stream_load`).
    0.1 s (:class:`learntrack.bench.stream_load.Probe`).
 3. **Scaling.** Drain rate of a pre-published backlog by ``learntrack stream
    --available-now`` with 1 or 2 Spark cores, 3 or 6 partitions, and with the
-   detection query off: rows over the wall-clock time between the first and the
+   detection off: rows over the wall-clock time between the first and the
    last batch line (the first batch pays for starting Python workers). A
    capacity estimate in bigger batches, not a sustained rate. Not in a quick run.
 4. **Where time goes.** Per-sink seconds of the batch reports (the rest = the
@@ -112,7 +112,7 @@ SCALING = (
     ("local[2]", 6, True),
     ("local[1]", 6, True),
     ("local[2]", 3, True),
-    ("local[2]", 6, False),  # what the detection query costs
+    ("local[2]", 6, False),  # what detection costs
 )
 
 
@@ -176,7 +176,7 @@ class Ladder:
     steps: list[Step] = field(default_factory=list)
     fresh: Step | None = None
     alerts_unattributed: int = 0
-    detect: bool = True  # the detection query ran (LEARNTRACK_DETECT__ENABLED)
+    detect: bool = True  # detection ran (LEARNTRACK_DETECT__ENABLED)
 
     def best(self) -> Step | None:
         """The highest sustained step."""
@@ -573,11 +573,7 @@ def _ladder_part(ctx: BenchContext, ladders: list[Ladder], section: Section) -> 
                 else ""
             )
             + "; sustained = lag not growing and drained within 10 s"
-            + (
-                ""
-                if all(ladder.detect for ladder in ladders)
-                else "; detection query off"
-            )
+            + ("" if all(ladder.detect for ladder in ladders) else "; detection off")
             + (
                 ""
                 if all(bests)

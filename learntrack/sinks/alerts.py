@@ -1,6 +1,6 @@
 """Where multi-region alerts go: the alerts topic, MongoDB, Redis and the graph.
 
-Runs on the driver, in the detection query's ``foreachBatch`` (alerts are few). An
+Runs on the driver, after each stream batch's tasks raised them (alerts are few). An
 alert is immutable and keyed by its deterministic ``alertId``, so every write is an
 upsert that a replayed batch repeats harmlessly:
 
