@@ -166,6 +166,21 @@ def test_port_in_use_is_an_error_naming_port_and_setting(tmp_path: Path) -> None
     assert "LEARNTRACK_KAFKA__PORT" in message
 
 
+def test_kafka_storage_formats_with_a_cluster_id_that_starts_with_a_dash(
+    tmp_path: Path,
+) -> None:
+    """base64url ids start with "-" once in 64: the format took it for an option."""
+    from learntrack.stack.servers import KafkaBroker
+
+    settings = get_settings(data_dir=tmp_path)
+    broker = KafkaBroker(settings)
+    broker.dir.mkdir(parents=True)
+    (broker.dir / "cluster.id").write_text("-xjVwrPMQJC_lA2UBgIrFg\n")
+    broker.prepare()
+    meta = (broker.dir / "data" / "meta.properties").read_text()
+    assert "cluster.id=-xjVwrPMQJC_lA2UBgIrFg" in meta
+
+
 def test_server_that_fails_to_start_shows_its_log_tail(tmp_path: Path) -> None:
     ensure_credentials(tmp_path)
     (tmp_path / MONGO_KEYFILE).write_text("x\n")  # mongod refuses a 1-byte key

@@ -186,8 +186,9 @@ class KafkaBroker(LocalServer):
                 "format",
                 "--standalone",
                 "--ignore-formatted",
-                "--cluster-id",
-                cluster_id,
+                # One argument: an id may start with "-" (base64url), which the
+                # tool's parser would take for an option of its own.
+                f"--cluster-id={cluster_id}",
                 "--config",
                 str(self.dir / "server.properties"),
             ],
