@@ -188,6 +188,9 @@ class StreamSink(Sink):
         """Whether the stream runs this sink with ``settings``."""
         return True
 
+    def prepare(self, batch_id: int) -> None:  # noqa: B027 - optional hook
+        """Driver, before the batch's tasks run (the lake empties its staging)."""
+
     def write_part(self, part: Part) -> list[Any]:
         """Write one task's share (executor); return rows for :meth:`commit`."""
         self.write_batch(part.batch_id, part.rows())

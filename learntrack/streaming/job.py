@@ -307,9 +307,7 @@ class StreamJob:
         with _step(rep, "clock"):
             watermarks = self._watermarks(batch_id)
         for sink in self._sinks:
-            prepare = getattr(sink, "prepare", None)
-            if prepare is not None:
-                prepare(batch_id)
+            sink.prepare(batch_id)
         job = self._tasks(df).mapInArrow(
             fanout.task(self.settings, batch_id, watermarks, parsed=parsed),
             fanout.RESULT_SCHEMA,
