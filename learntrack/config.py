@@ -39,6 +39,25 @@ LOCALHOST = "127.0.0.1"
 Port = int
 
 
+GIB = 1024**3
+
+
+def physical_memory() -> int:
+    """Bytes of physical memory of this machine."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def default_mongo_cache_gb(memory_bytes: int) -> float:
+    """A tenth of ``memory_bytes``, between 0.25 and 4 GB, rounded to 0.25 GB.
+
+    mongod's own default (half the memory) would starve the JVM servers and Spark
+    beside it; 0.25 GB (the earlier fixed value) lets the activity log's indexes
+    outgrow the cache within about a million events, and then every insert evicts.
+    """
+    tenth = memory_bytes / GIB / 10
+    return min(4.0, max(0.25, round(tenth * 4) / 4))
+
+
 def _port(default: int, description: str) -> Any:
     """A local server's port (marked, so :func:`server_ports` finds it)."""
     return Field(
@@ -406,7 +425,12 @@ class StackSettings(BaseModel):
 
     start_timeout_s: float = Field(120.0, gt=0)
     stop_timeout_s: float = Field(60.0, gt=0)
-    mongo_cache_gb: float = Field(0.25, gt=0)
+    mongo_cache_gb: float | None = Field(
+        None,
+        gt=0,
+        description="mongod's WiredTiger cache; default a tenth of the machine's "
+        "memory, between 0.25 and 4 GB (the activity log's indexes should fit).",
+    )
     kafka_heap: str = "512m"
     graph_heap: str = "512m"
     graph_pagecache: str = "128m"
@@ -417,6 +441,12 @@ class StackSettings(BaseModel):
         description="Where `learntrack stack fetch` (mvn) copies the JVM servers' "
         "jars and Spark's Kafka connector (git-ignored; shared by every data dir).",
     )
+
+    def mongo_cache(self) -> float:
+        """The WiredTiger cache in GB: the setting, else sized from memory."""
+        if self.mongo_cache_gb is not None:
+            return self.mongo_cache_gb
+        return default_mongo_cache_gb(physical_memory())
 
     @field_validator("jars_dir")
     @classmethod

@@ -124,3 +124,12 @@ def test_settings_are_picklable_for_spark_executors(clean_env: Path) -> None:
     assert isinstance(clone, Settings)
     assert clone.spark.master == "local[1]"
     assert clone == s
+
+
+def test_mongo_cache_default_is_sized_from_memory(clean_env: Path) -> None:
+    from learntrack.config import GIB, Settings, default_mongo_cache_gb
+
+    assert default_mongo_cache_gb(24 * GIB) == 2.5  # noqa: PLR2004
+    assert default_mongo_cache_gb(2 * GIB) == 0.25  # noqa: PLR2004 - the floor
+    assert default_mongo_cache_gb(256 * GIB) == 4.0  # noqa: PLR2004 - the cap
+    assert Settings(stack={"mongo_cache_gb": 0.5}).stack.mongo_cache() == 0.5  # noqa: PLR2004

@@ -566,6 +566,8 @@ def run(ctx: BenchContext) -> Section:
         ctx.report(f"[queries] {loader.profiles():,} student profiles")
         stats = loader.db.command("collStats", ACTIVITIES)
         profile_stats = loader.db.command("collStats", STUDENTS)
+        cache = client.admin.command("serverStatus")["wiredTiger"]["cache"]
+        cache_gb = cache["maximum bytes configured"] / 1024**3
         ops = _operations(ctx, settings, size, loader, rng, db_env=db_env, keys=keys)
     finally:
         client.drop_database(database)
@@ -621,7 +623,7 @@ def run(ctx: BenchContext) -> Section:
         f"{_mib(stats['totalIndexSize'])} ({index_mib}); "
         f"{profile_stats['count']:,} student documents, "
         f"{_mib(profile_stats['size'])}. mongod runs with a "
-        f"{settings.stack.mongo_cache_gb} GB WiredTiger cache.",
+        f"{cache_gb:.2f} GB WiredTiger cache (serverStatus).",
         "",
         "`learntrack api` vs plain uvicorn: the plain-uvicorn rows serve the same "
         "app with `uvicorn.run(port=...)`, a check on `learntrack api`'s own server "

@@ -29,7 +29,7 @@ import random
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -636,10 +636,21 @@ def publish(
     on_progress: Callable[[int], None] | None = None,
 ) -> int:
     """Send every record through ``send`` at ``rate`` records/s (0 = unpaced)."""
+    return send_paced(delivery_stream(data), send, rate=rate, on_progress=on_progress)
+
+
+def send_paced(
+    records: Iterable[tuple[bytes | None, bytes]],
+    send: Sender,
+    *,
+    rate: float = 0.0,
+    on_progress: Callable[[int], None] | None = None,
+) -> int:
+    """Send ``(key, value)`` pairs at ``rate`` records/s (0 = unpaced), per 1,000."""
     started = time.perf_counter()
     sent = 0
     step = 1000
-    for key, value in delivery_stream(data):
+    for key, value in records:
         send(key, value)
         sent += 1
         if sent % step == 0:

@@ -316,7 +316,7 @@ class MongoServer(LocalServer):
             "--keyFile",
             str(cfg.data_dir / MONGO_KEYFILE),
             "--wiredTigerCacheSizeGB",
-            str(cfg.stack.mongo_cache_gb),
+            str(cfg.stack.mongo_cache()),
             "--setParameter",
             "diagnosticDataCollectionEnabled=false",
             "--wiredTigerEngineConfigString",
