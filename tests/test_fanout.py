@@ -75,6 +75,16 @@ def test_one_copy_of_each_event_the_first_by_partition_and_offset() -> None:
     part.drop({"e2"})
     assert part.events["eventId"] == ["e1", "e3"] and part.dropped == 1
     assert [r["eventId"] for r in part.rows()] == ["e1", "e3"]
+    # Already in (partition, offset) order: copies still go, the first stays.
+    ordered = events(
+        [("e1", "s1", 0, "EU", 0, 5), ("e2", "s1", 1, "EU", 0, 6),
+         ("e2", "s1", 1, "US", 0, 7), ("e3", "s2", 2, "US", 1, 1)]
+    )  # fmt: skip
+    first = fanout._first_copies(ordered)  # noqa: SLF001
+    assert first["eventId"] == ["e1", "e2", "e3"]
+    assert first["region"] == ["EU", "EU", "US"]
+    unique = events([("e1", "s1", 0, "EU", 0, 5), ("e2", "s1", 1, "EU", 0, 6)])
+    assert fanout._first_copies(unique) == unique  # noqa: SLF001
 
 
 def test_the_fold_and_the_switches_of_a_task(settings: Settings) -> None:

@@ -709,15 +709,18 @@ def test_the_parser_routes_every_record_and_never_raises(settings: Settings) -> 
             ]
         ),
     )
-    out = pa.Table.from_batches(list(make_parser(settings)(iter([batch])))).to_pylist()
-    assert [r["offset"] for r in out] == list(range(len(cases)))
-    valid = [r for r in out if r["ok"]]
+    out = make_parser(settings)(iter([batch]))
+    # Every record comes out once: refused ones in order, then the valid one.
+    assert out.records == len(cases)
+    assert out.ends == {0: len(cases) - 1}
+    assert [r["offset"] for r in out.invalid] == list(range(len(cases) - 1))
     # Only the last case is valid: an integer beyond 64 bits in metadata is kept
     # as text (it used to raise inside the parser and fail the whole batch).
-    assert [r["offset"] for r in valid] == [len(cases) - 1]
-    assert dict(valid[0]["metadata"]) == {"n": "123456789012345678901234567890"}
-    for r in out[:-1]:
-        assert r["reason"] and r["raw"] == cases[r["offset"]][1]
+    assert out.events["offset"] == [len(cases) - 1]
+    assert out.events["metadata"] == [{"n": "123456789012345678901234567890"}]
+    for r in out.invalid:
+        assert r["reason"]
+        assert (r["key"], r["raw"]) == cases[r["offset"]]
 
 
 def test_oversized_records_are_refused_loudly_at_produce_time(

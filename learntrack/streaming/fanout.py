@@ -22,7 +22,7 @@ batch pays no connection set-up; a sink that failed is closed and opened afresh.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
@@ -127,13 +127,13 @@ class _Task:
         *,
         parsed: bool,
     ) -> None:
-        from learntrack.streaming.parse import make_parser
+        from learntrack.streaming.parse import Parsed, from_parsed, make_parser
 
         self.settings = settings
         self.batch_id = batch_id
         self.watermarks = watermarks
-        self.parse: Callable[[Iterator[Any]], Iterator[Any]] = (
-            make_parser(settings) if not parsed else (lambda batches: batches)
+        self.parse: Callable[[Iterator[Any]], Parsed] = (
+            from_parsed if parsed else make_parser(settings)
         )
         self.key = settings.model_dump_json()
         self.sinks = sinks(settings, Runs.EXECUTOR)
@@ -141,29 +141,23 @@ class _Task:
 
     def __call__(self, batches: Iterator[Any]) -> Iterator[Any]:
         """Run the task over Spark's Arrow batches; yield its one result batch."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
         started = time.perf_counter()
         waited = [0.0]  # seconds waiting for Spark's Arrow batches (the read)
-        parsed = list(self.parse(_timed(iter(batches), waited)))
-        if not parsed:
+        parsed = self.parse(_timed(iter(batches), waited))
+        if not parsed.records:
             return
-        table = pa.Table.from_batches(parsed)
-        ok = table.column("ok")
-        invalid = table.filter(pc.invert(ok))
-        valid = table.filter(ok).drop_columns(["ok", "reason", "key", "raw", "topic"])
+        valid = len(parsed.events["eventId"])
         part = Part(
             self.batch_id,
-            _partition(table),
-            _first_copies(valid.to_pydict()),
+            min(parsed.ends),
+            _first_copies(parsed.events),
             self.watermarks,
         )
         figures: dict[str, Any] = {
-            "ends": {str(p): last + 1 for p, last in _ends(table).items()},
-            "invalid": invalid.num_rows,
-            "valid": valid.num_rows,
-            "duplicates": valid.num_rows - len(part),
+            "ends": {str(p): last + 1 for p, last in parsed.ends.items()},
+            "invalid": len(parsed.invalid),
+            "valid": valid,
+            "duplicates": valid - len(part),
             "read": waited[0],
             "parse": time.perf_counter() - started - waited[0],
         }
@@ -174,7 +168,7 @@ class _Task:
         figures["newestMs"] = {str(p): ms for p, ms in newest.items()}
         figures["stored"] = len(part)
         figures["seconds"] = time.perf_counter() - started
-        yield _result(figures, emitted, invalid)
+        yield _result(figures, emitted, parsed.invalid)
 
     def _write(self, part: Part) -> tuple[dict[str, list[Any]], dict[str, float]]:
         """Every executor sink in topology order: (what each emitted, its seconds)."""
@@ -209,7 +203,9 @@ def _timed(source: Iterator[Any], waited: list[float]) -> Iterator[Any]:
         yield item
 
 
-def _result(figures: dict[str, Any], emitted: dict[str, Any], invalid: Any) -> Any:
+def _result(
+    figures: dict[str, Any], emitted: dict[str, Any], invalid: list[dict[str, Any]]
+) -> Any:
     """The task's result batch: its figures, what its sinks emitted, dead letters."""
     import pyarrow as pa
 
@@ -217,13 +213,16 @@ def _result(figures: dict[str, Any], emitted: dict[str, Any], invalid: Any) -> A
         ("figures", None, None, orjson.dumps(figures)),
         ("emitted", None, None, orjson.dumps(emitted)),
     ]
-    for r in invalid.select(
-        ["key", "raw", "reason", "topic", "partition", "offset", "kafkaTimestamp"]
-    ).to_pylist():
-        stamp = r.pop("kafkaTimestamp")
-        body = {**r, "kafkaMs": None if stamp is None else stamp.timestamp() * 1000}
-        key, raw = body.pop("key"), body.pop("raw")
-        out.append(("invalid", key, raw, orjson.dumps(body)))
+    for r in invalid:
+        stamp = r["kafkaTimestamp"]
+        body = {
+            "reason": r["reason"],
+            "topic": r["topic"],
+            "partition": r["partition"],
+            "offset": r["offset"],
+            "kafkaMs": None if stamp is None else stamp.timestamp() * 1000,
+        }
+        out.append(("invalid", r["key"], r["raw"], orjson.dumps(body)))
     return pa.RecordBatch.from_pylist(
         [dict(zip(("kind", "key", "raw", "body"), o, strict=True)) for o in out],
         schema=_result_arrow_schema(),
@@ -239,46 +238,28 @@ def _result_arrow_schema() -> Any:
     )  # fmt: skip
 
 
-def _ends(table: Any) -> dict[int, int]:
-    """Last offset per Kafka partition of the task's records."""
-    ends: dict[int, int] = {}
-    for p, o in zip(
-        table.column("partition").to_pylist(),
-        table.column("offset").to_pylist(),
-        strict=True,
-    ):
-        if o > ends.get(p, -1):
-            ends[p] = o
-    return ends
-
-
-def _partition(table: Any) -> int:
-    """The task's first Kafka partition (a task holds one or more, each whole)."""
-    partitions = set(table.column("partition").to_pylist())
-    return min(partitions) if partitions else 0
-
-
 def _first_copies(events: dict[str, list[Any]]) -> dict[str, list[Any]]:
     """One copy of each eventId: the first in (partition, offset) order.
 
     A producer that re-sends publishes the same key, so the copies of an event are
-    in one partition, hence one task. Metadata maps arrive as (key, value) pairs.
+    in one partition, hence one task. Records arrive in that order (each Kafka
+    partition's range is read in offset order, partitions one after the other);
+    the sort only runs when they did not.
     """
-    order = sorted(
-        range(len(events["eventId"])),
-        key=lambda i: (events["partition"][i], events["offset"][i]),
-    )
+    ids = events["eventId"]
+    order: Iterable[int] = range(len(ids))
+    at = list(zip(events["partition"], events["offset"], strict=True))
+    if any(at[i] > at[i + 1] for i in range(len(at) - 1)):
+        order = sorted(order, key=at.__getitem__)
+    elif len(set(ids)) == len(ids):
+        return events  # in order, no copies: nothing to do
     seen: set[str] = set()
     keep = []
     for i in order:
-        eid = events["eventId"][i]
-        if eid not in seen:
-            seen.add(eid)
+        if ids[i] not in seen:
+            seen.add(ids[i])
             keep.append(i)
-    out = {k: [v[i] for i in keep] for k, v in events.items()}
-    if "metadata" in out:
-        out["metadata"] = [None if m is None else dict(m) for m in out["metadata"]]
-    return out
+    return {k: [v[i] for i in keep] for k, v in events.items()}
 
 
 def _freshness(events: dict[str, list[Any]], done_ms: float) -> list[float]:

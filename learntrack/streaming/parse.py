@@ -1,10 +1,10 @@
 """Parse raw Kafka records against the event model; route the invalid ones.
 
 Runs on executors (inside ``mapInArrow``): every value is validated with the same
-pydantic model the SDK and the API use, so "valid" means one thing everywhere. The
-output has one row per input record: valid rows carry the event's columns (schema
-derived from :class:`learntrack.events.ActivityEvent`), invalid rows carry the raw
-bytes and the reason, with their source partition and offset. Nothing is dropped.
+pydantic model the SDK and the API use, so "valid" means one thing everywhere. Every
+record comes out once (:class:`Parsed`): a valid one as the event's columns (derived
+from :class:`learntrack.events.ActivityEvent`), an invalid one with its raw bytes
+and the reason, with its source partition and offset. Nothing is dropped.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -98,50 +99,145 @@ def _event_columns(event: ActivityEvent) -> tuple[Any, ...]:
     )
 
 
-def make_parser(settings: Settings) -> Callable[[Iterator[Any]], Iterator[Any]]:
-    """The ``mapInArrow`` function for ``settings`` (a picklable closure)."""
+#: What a task keeps of a valid record beside the event's fields.
+SOURCE_FIELDS = ("partition", "offset", "kafkaTimestamp")
+#: What a refused record carries to the dead-letter topic.
+INVALID_FIELDS = (
+    "key",
+    "raw",
+    "reason",
+    "topic",
+    "partition",
+    "offset",
+    "kafkaTimestamp",
+)
+
+
+@dataclass
+class Parsed:
+    """A task's records after validation, in arrival ((partition, offset)) order.
+
+    ``events`` holds the valid ones as columns (the event model's fields, then
+    :data:`SOURCE_FIELDS`); ``invalid`` the refused ones as rows of
+    :data:`INVALID_FIELDS`, raw bytes and reason included. Every record is in one
+    of the two; ``ends`` is the last offset read per Kafka partition.
+    """
+
+    events: dict[str, list[Any]]
+    invalid: list[dict[str, Any]] = field(default_factory=list)
+    ends: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def records(self) -> int:
+        """Records read (valid and refused)."""
+        return len(self.events[SOURCE_FIELDS[0]]) + len(self.invalid)
+
+
+def make_parser(settings: Settings) -> Callable[[Iterator[Any]], Parsed]:
+    """The task's parser for ``settings`` (a picklable closure).
+
+    It takes Spark's Arrow batches of Kafka records (``key, value, topic,
+    partition, offset, timestamp``) and returns :class:`Parsed`. Valid events go
+    straight from the model to Python columns: the sinks take columns, so no Arrow
+    table is built for them to be taken apart again.
+    """
     regions = list(settings.events.regions)
     max_future = dt.timedelta(seconds=settings.events.max_future_s)
     max_bytes = settings.events.max_bytes
 
-    def parse(batches: Iterator[Any]) -> Iterator[Any]:
-        import pyarrow as pa
-
+    def parse(batches: Iterator[Any]) -> Parsed:
         from learntrack.events import validation_context
 
-        schema = arrow_schema()
+        rows: list[tuple[Any, ...]] = []
+        invalid: list[dict[str, Any]] = []
+        ends: dict[int, int] = {}
+        # One context; only the reference time changes per record.
+        ctx = validation_context(regions, max_future)
         for rb in batches:
-            cols: dict[str, list[Any]] = {name: [] for name in schema.names}
-            keys = rb.column("key").to_pylist()
-            values = rb.column("value").to_pylist()
-            stamps = rb.column("timestamp").to_pylist()
-            # One context per Arrow batch; only the reference time changes per record.
-            ctx = validation_context(regions, max_future)
-            for key, value, stamp in zip(keys, values, stamps, strict=True):
+            columns = [
+                rb.column(n).to_pylist()
+                for n in ("key", "value", "timestamp", "partition", "offset", "topic")
+            ]
+            for key, value, stamp, partition, offset, topic in zip(
+                *columns, strict=True
+            ):
                 # "Too far in the future" is judged against the broker's timestamp
                 # of the record, never the wall clock: a replay must decide the same.
                 ctx["now"] = stamp or _NO_STAMP
+                if offset > ends.get(partition, -1):
+                    ends[partition] = offset
                 try:
                     event, reason = check_record(key, value, ctx, max_bytes)
-                    row = _NO_EVENT if event is None else _event_columns(event)
+                    if event is not None:
+                        rows.append((*_event_columns(event), partition, offset, stamp))
+                        continue
                 except Exception as err:  # noqa: BLE001 - one record never stops a batch
-                    event, row = None, _NO_EVENT
                     reason = f"event: unreadable: {type(err).__name__}: {err}"[:1000]
-                cols["ok"].append(event is not None)
-                cols["reason"].append(reason or None)
-                cols["key"].append(key)
-                cols["raw"].append(None if event is not None else value)
-                for name, item in zip(_EVENT_FIELDS, row, strict=True):
-                    cols[name].append(item)
-            n = rb.num_rows
-            cols["topic"] = rb.column("topic").to_pylist()
-            cols["partition"] = rb.column("partition").to_pylist()
-            cols["offset"] = rb.column("offset").to_pylist()
-            cols["kafkaTimestamp"] = rb.column("timestamp").to_pylist()
-            assert all(len(c) == n for c in cols.values())  # noqa: S101
-            yield pa.RecordBatch.from_pydict(cols, schema=schema)
+                invalid.append(
+                    {
+                        "key": key,
+                        "raw": value,
+                        "reason": reason,
+                        "topic": topic,
+                        "partition": partition,
+                        "offset": offset,
+                        "kafkaTimestamp": stamp,
+                    }
+                )
+        return Parsed(_columns(rows), invalid, ends)
 
     return parse
+
+
+def from_parsed(batches: Iterator[Any]) -> Parsed:
+    """:class:`Parsed` from batches the parser's Spark schema already holds.
+
+    For :func:`parsed_schema` rows built elsewhere (the per-event design of the
+    benchmarks hands its parsed DataFrame to the same fan-out).
+    """
+    import pyarrow as pa
+
+    given = list(batches)
+    if not given:
+        return Parsed(_columns([]))
+    table = pa.Table.from_batches(given)
+    ok = table.column("ok").to_pylist()
+    names = (*_EVENT_FIELDS, *SOURCE_FIELDS)
+    valid = table.select(list(names)).to_pylist()
+    meta = _EVENT_FIELDS.index("metadata")
+    rows = []
+    for r, good in zip(valid, ok, strict=True):
+        if good:
+            values = [r[n] for n in names]
+            if isinstance(values[meta], list):  # an Arrow map: (key, value) pairs
+                values[meta] = dict(values[meta])
+            rows.append(tuple(values))
+    invalid = [
+        {n: r[n] for n in INVALID_FIELDS}
+        for r, good in zip(
+            table.select(list(INVALID_FIELDS)).to_pylist(), ok, strict=True
+        )
+        if not good
+    ]
+    ends: dict[int, int] = {}
+    for p, o in zip(
+        table.column("partition").to_pylist(),
+        table.column("offset").to_pylist(),
+        strict=True,
+    ):
+        ends[p] = max(ends.get(p, -1), o)
+    return Parsed(_columns(rows), invalid, ends)
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> dict[str, list[Any]]:
+    """Rows of (event fields, source fields) -> columns by name."""
+    names = (*_EVENT_FIELDS, *SOURCE_FIELDS)
+    if not rows:
+        return {n: [] for n in names}
+    return {
+        n: list(values)
+        for n, values in zip(names, zip(*rows, strict=True), strict=True)
+    }
 
 
 _EVENT_FIELDS = tuple(ActivityEvent.model_fields)
