@@ -18,9 +18,9 @@ generator made anomalous. :class:`Probe` polls the stores for them
   student's events; one student's events are on one partition, in order, so the
   student's n-th event is visible once ``total >= n`` (the bench counts every
   event it publishes per student, and is the topic's only producer);
-- alerts: new documents of MongoDB ``alerts``; an alert's latency runs from the
-  publishing of its ``second`` event (the later of the pair: the one that made
-  it an alert) to the poll that first saw it.
+- alerts: new documents of MongoDB ``alerts``, from a change stream; an alert's
+  latency runs from the publishing of its ``second`` event (the later of the
+  pair: the one that made it an alert) to the poll that first saw it.
 """
 
 from __future__ import annotations
@@ -217,6 +217,13 @@ class Probe:
         self.pending_redis: list[tuple[Mark, float]] = []
         self.watched: dict[str, float] = {}  # eventId -> sent, anomalous students
         self.seen_alerts: set[str] = set()
+        # New alerts arrive on a change stream (MongoDB runs as a replica set): a
+        # query per poll would scan ``alerts`` (no index on detectedAt) and bring
+        # back every recent alert again, costing mongod and the bench cores the
+        # stream needs.
+        self._alerts = self._db["alerts"].watch(
+            [{"$match": {"operationType": "insert"}}], max_await_time_ms=10
+        )
         self.mongo: list[Latency] = []
         self.redis: list[Latency] = []
         self.alerts: list[Latency] = []
@@ -224,6 +231,7 @@ class Probe:
 
     def close(self) -> None:
         """Disconnect."""
+        self._alerts.close()
         self._mongo.close()
         self._redis.close()
 
@@ -265,14 +273,11 @@ class Probe:
             for eid in found:
                 sent = self.pending_mongo.pop(eid)
                 self.mongo.append(Latency(sent, now - sent))
-        recent = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=120)
-        new = [
-            d
-            for d in self._db["alerts"].find(
-                {"detectedAt": {"$gte": recent}}, {"second.eventId": 1}
-            )
-            if d["_id"] not in self.seen_alerts
-        ]
+        new = []
+        while (change := self._alerts.try_next()) is not None:
+            doc = change["fullDocument"]
+            if doc["_id"] not in self.seen_alerts:
+                new.append(doc)
         now = time.monotonic()
         for doc in new:
             self.seen_alerts.add(doc["_id"])
