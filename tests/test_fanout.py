@@ -138,3 +138,18 @@ def test_freshness_merges_each_tasks_quantiles_by_its_events() -> None:
     )
     assert len(quantiles) == fanout.QUANTILES
     assert quantiles[0] == pytest.approx(1.0) and quantiles[-1] == pytest.approx(2.0)
+
+
+def test_broker_timestamps_are_the_same_datetimes_as_arrow_gives() -> None:
+    import pyarrow as pa
+
+    from learntrack.streaming.parse import _stamps
+
+    values = [
+        dt.datetime(2026, 12, 6, 9, 1, 2, 345678, tzinfo=dt.UTC),
+        None,
+        dt.datetime(1969, 12, 31, 23, 59, 59, 1, tzinfo=dt.UTC),
+    ]
+    for unit in ("us", "ms"):
+        column = pa.array(values, pa.timestamp(unit, tz="UTC"))
+        assert _stamps(column) == column.to_pylist()

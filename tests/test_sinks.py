@@ -14,7 +14,11 @@ from learntrack.errors import RetryableSinkError
 from learntrack.sinks.alerts import GraphAlertSink
 from learntrack.sinks.dlq import DeadLetterSink
 from learntrack.sinks.graph import GraphSink, delete_nodes
-from learntrack.sinks.mongo import MongoActivitySink, MongoStudentSink
+from learntrack.sinks.mongo import (
+    MongoActivitySink,
+    MongoStudentSink,
+    activity_summary,
+)
 from learntrack.sinks.redis import PREFIX, RedisScoreSink
 from learntrack.topics import ensure_topics, read_topic
 
@@ -80,14 +84,24 @@ def test_mongo_students_fenced_and_late_events_do_not_overwrite(
         sink.write_batch(1, [student("S1", T2, "US", 3)])  # replay: no change
         sink.write_batch(2, [student("S1", T1, "EU", 2)])  # late event, older time
     with mongo_client(cfg) as client:
+        # A registered student the stream has not seen: the profile stays.
+        client[prefix]["students"].insert_one({"studentId": "S2", "name": "Ada"})
+    with MongoStudentSink(cfg) as sink:
+        sink.write_batch(3, [student("S2", T1, "EU", 1)])
+    with mongo_client(cfg) as client:
         doc = client[prefix]["students"].find_one({"studentId": "S1"})
+        profile = client[prefix]["students"].find_one({"studentId": "S2"})
         client.drop_database(prefix)
+    assert profile is not None and profile["name"] == "Ada"
+    assert profile["activity"]["total"] == 1 and profile["streamBatch"] == 3
     assert doc is not None
     activity = doc["activity"]
     assert activity["total"] == 5
     assert activity["byAction"] == {"page_view": 5}
-    assert activity["lastRegion"] == "US"
+    assert activity["last"]["region"] == "US"
     assert activity["lastAt"].replace(tzinfo=dt.UTC) == T2
+    assert activity_summary(activity)["lastRegion"] == "US"
+    assert activity_summary(activity)["lastCourse"] == "C1"
 
 
 def redis_row(sid: str, anchor: float) -> dict[str, Any]:

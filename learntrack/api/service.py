@@ -59,6 +59,7 @@ from learntrack.errors import LearnTrackError, SinkError
 from learntrack.events import ID_PATTERN, ActivityEvent, describe_error
 from learntrack.scoring import score_at
 from learntrack.sinks.base import SinkStatus
+from learntrack.sinks.mongo import activity_summary
 from learntrack.sinks.redis import PREFIX, recent_counts
 
 log = logging.getLogger(__name__)
@@ -751,6 +752,8 @@ def _kafka_probe(settings: Settings) -> SinkStatus:
 
 def _student(doc: dict[str, Any]) -> Student:
     data = {k: v for k, v in doc.items() if k in Student.model_fields}
+    if isinstance(data.get("activity"), dict):
+        data["activity"] = activity_summary(data["activity"])
     return Student.model_validate(data)
 
 

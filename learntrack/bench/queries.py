@@ -400,8 +400,11 @@ class Loader:
                 doc["activity"] = {
                     "total": int(self.totals[i]),
                     "lastAt": DatetimeMS(int(self.last_at[i])),
-                    "lastRegion": DEFAULT_REGIONS[int(pop.region[i])],
-                    "lastCourse": pop.course_ids[int(pop.courses[i, 0])],
+                    "last": {
+                        "at": DatetimeMS(int(self.last_at[i])),
+                        "region": DEFAULT_REGIONS[int(pop.region[i])],
+                        "course": pop.course_ids[int(pop.courses[i, 0])],
+                    },
                     "byAction": {
                         a: int(n)
                         for a, n in zip(ACTIONS, self.by_action[i], strict=True)

@@ -156,8 +156,9 @@ def make_parser(settings: Settings) -> Callable[[Iterator[Any]], Parsed]:
         for rb in batches:
             columns = [
                 rb.column(n).to_pylist()
-                for n in ("key", "value", "timestamp", "partition", "offset", "topic")
+                for n in ("key", "value", "partition", "offset", "topic")
             ]
+            columns.insert(2, _stamps(rb.column("timestamp")))
             for key, value, stamp, partition, offset, topic in zip(
                 *columns, strict=True
             ):
@@ -187,6 +188,23 @@ def make_parser(settings: Settings) -> Callable[[Iterator[Any]], Parsed]:
         return Parsed(_columns(rows), invalid, ends)
 
     return parse
+
+
+def _stamps(column: Any) -> list[dt.datetime | None]:
+    """Broker timestamps as UTC datetimes.
+
+    Built from the microseconds: pyarrow's ``to_pylist`` of a zoned timestamp
+    column costs about 5 µs a value, this under 1 µs.
+    """
+    import pyarrow as pa
+
+    micros = column.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_pylist()
+    return [
+        None if us is None else _EPOCH + dt.timedelta(microseconds=us) for us in micros
+    ]
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def from_parsed(batches: Iterator[Any]) -> Parsed:
