@@ -16,6 +16,7 @@ from typing import Any
 
 from learntrack.clients import mongo_client
 from learntrack.errors import FatalSinkError, RetryableSinkError
+from learntrack.events import ActivityEvent
 from learntrack.sinks.base import Part, Runs, StreamSink
 
 ACTIVITIES = "activities"
@@ -116,7 +117,7 @@ class MongoActivitySink(_MongoSink):
 
     def write_part(self, part: Part) -> list[Any]:
         """Insert the task's events; drop those another copy stored from ``part``."""
-        _inserted, earlier = self.write_and_find_earlier(part.batch_id, part.rows())
+        _inserted, earlier = self._insert(part.batch_id, _activity_docs(part))
         if earlier:
             part.drop(set(earlier))
         return []
@@ -135,9 +136,18 @@ class MongoActivitySink(_MongoSink):
         stored by an earlier batch, or by another partition's task of this batch.
         The copy in the store decides, so a replay decides the same.
         """
+        dicts = [r.asDict() if hasattr(r, "asDict") else dict(r) for r in rows]
+        events = {n: [d.get(n) for d in dicts] for n in _FIELDS}
+        events["metadata"] = [  # an Arrow map column arrives as (key, value) pairs
+            dict(m) if isinstance(m, list) else m for m in events["metadata"]
+        ]
+        return self._insert(batch_id, _activity_docs(Part(batch_id, 0, events)))
+
+    def _insert(
+        self, batch_id: int, docs: list[dict[str, Any]]
+    ) -> tuple[int, list[str]]:
         from pymongo.errors import BulkWriteError, PyMongoError
 
-        docs = [_activity_doc(r, batch_id) for r in rows]
         if not docs:
             return 0, []
         try:
@@ -207,26 +217,49 @@ def activity_summary(stored: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _activity_doc(row: Any, batch_id: int) -> dict[str, Any]:
-    r = row.asDict() if hasattr(row, "asDict") else dict(row)
-    metadata = r.get("metadata")
-    if isinstance(metadata, list):  # an Arrow map column: (key, value) pairs
-        r["metadata"] = dict(metadata)
-    doc = {
-        "firstBatch": batch_id,
-        "_id": r["eventId"],
-        "eventId": r["eventId"],
-        "studentId": r["studentId"],
-        "courseId": r["courseId"],
-        "action": r["action"],
-        "timestamp": r["timestamp"],
-        "region": r["region"],
-        "source": {"partition": r.get("partition"), "offset": r.get("offset")},
-    }
-    for optional in ("sessionId", "device", "durationMs", "score", "metadata"):
-        if r.get(optional) is not None:
-            doc[optional] = r[optional]
-    return doc
+#: The event's fields a document holds only when set (None-default ones in the
+#: model); ``schemaVersion`` is not stored.
+_OPTIONAL = tuple(
+    name
+    for name, f in ActivityEvent.model_fields.items()
+    if f.default is None and name != "schemaVersion"
+)
+#: Every field of an activity document's source row (the event's, its source).
+_FIELDS = (
+    *(n for n in ActivityEvent.model_fields if n != "schemaVersion"),
+    "partition",
+    "offset",
+)
+
+
+def _activity_docs(part: Part) -> list[dict[str, Any]]:
+    """The task's events as activity documents, built from the columns directly."""
+    ev = part.events
+    optional = [(name, ev[name]) for name in _OPTIONAL if name in ev]
+    docs = []
+    for i, (eid, sid, cid, action, ts, region, partition, offset) in enumerate(
+        zip(
+            ev["eventId"], ev["studentId"], ev["courseId"], ev["action"],
+            ev["timestamp"], ev["region"], ev["partition"], ev["offset"],
+            strict=True,
+        )
+    ):  # fmt: skip
+        doc = {
+            "firstBatch": part.batch_id,
+            "_id": eid,
+            "eventId": eid,
+            "studentId": sid,
+            "courseId": cid,
+            "action": action,
+            "timestamp": ts,
+            "region": region,
+            "source": {"partition": partition, "offset": offset},
+        }
+        for name, values in optional:
+            if values[i] is not None:
+                doc[name] = values[i]
+        docs.append(doc)
+    return docs
 
 
 class MongoStudentSink(_MongoSink):
