@@ -102,6 +102,10 @@ def test_mongo_students_fenced_and_late_events_do_not_overwrite(
     assert activity["lastAt"].replace(tzinfo=dt.UTC) == T2
     assert activity_summary(activity)["lastRegion"] == "US"
     assert activity_summary(activity)["lastCourse"] == "C1"
+    # A document from before ``last`` existed, then updated by the new sink.
+    old = {"total": 1, "lastRegion": "EU", "lastCourse": "C0"}
+    assert activity_summary(old)["lastRegion"] == "EU"
+    assert activity_summary({**old, "last": activity["last"]})["lastRegion"] == "US"
 
 
 def redis_row(sid: str, anchor: float) -> dict[str, Any]:

@@ -212,8 +212,9 @@ def activity_summary(stored: dict[str, Any]) -> dict[str, Any]:
     """A student document's ``activity`` as readers see it (``lastRegion``...)."""
     last = stored.get("last") or {}
     out = {k: v for k, v in stored.items() if k != "last"}
-    out.setdefault("lastRegion", last.get("region"))
-    out.setdefault("lastCourse", last.get("course"))
+    # ``last`` wins over the fields documents written before it still carry.
+    out["lastRegion"] = last.get("region", stored.get("lastRegion"))
+    out["lastCourse"] = last.get("course", stored.get("lastCourse"))
     return out
 
 
