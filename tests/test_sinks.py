@@ -102,10 +102,15 @@ def test_mongo_students_fenced_and_late_events_do_not_overwrite(
     assert activity["lastAt"].replace(tzinfo=dt.UTC) == T2
     assert activity_summary(activity)["lastRegion"] == "US"
     assert activity_summary(activity)["lastCourse"] == "C1"
-    # A document from before ``last`` existed, then updated by the new sink.
-    old = {"total": 1, "lastRegion": "EU", "lastCourse": "C0"}
+    # A document from before ``last`` existed, then updated by the new sink: a
+    # newer event moves lastAt and ``last`` together; a late one only sets ``last``.
+    old = {"total": 1, "lastAt": T1, "lastRegion": "EU", "lastCourse": "C0"}
     assert activity_summary(old)["lastRegion"] == "EU"
-    assert activity_summary({**old, "last": activity["last"]})["lastRegion"] == "US"
+    newer = {**old, "lastAt": T2, "last": {"at": T2, "region": "US", "course": "C1"}}
+    assert activity_summary(newer)["lastRegion"] == "US"
+    early = T1 - dt.timedelta(hours=1)
+    late = {**old, "last": {"at": early, "region": "US", "course": "C1"}}
+    assert activity_summary(late)["lastRegion"] == "EU"
 
 
 def redis_row(sid: str, anchor: float) -> dict[str, Any]:

@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from learntrack.bench.core import BenchContext, Figure, Section, percentile
-from learntrack.bench.stream_load import Load, Probe, Published
+from learntrack.bench.stream_load import Load, Prepared, Probe, Published
 from learntrack.bench.stream_profile import (
     SINKS,
     STEPS,
@@ -235,13 +235,13 @@ class _Rig:
         self.lag.close()
 
     def publish_in_thread(
-        self, rate: float, records: int
+        self, rate: float, prepared: Prepared
     ) -> tuple[Any, dict[str, Any]]:
         out: dict[str, Any] = {}
 
         def body() -> None:
             try:
-                out["published"] = self.load.publish(self.producer, rate, records)
+                out["published"] = self.load.send(self.producer, rate, prepared)
             except Exception as err:  # noqa: BLE001 - re-raised in the main thread
                 out["error"] = err
 
@@ -264,8 +264,11 @@ class _Rig:
     def step(self, rate: float, seconds: float) -> Step:
         """Publish at ``rate`` for ``seconds``; watch lag, freshness, drain."""
         records = max(1000, round(rate * seconds / 1000) * 1000)
+        # Serialized before the step's clocks start: its CPU and lag figures and
+        # the publishing rate cover sending only.
+        prepared = self.load.prepare(rate, records)
         cpu_before = self.cpu.snapshot()
-        thread, out = self.publish_in_thread(rate, records)
+        thread, out = self.publish_in_thread(rate, prepared)
         lags: list[LagSample] = []
         next_lag = time.monotonic()
         while thread.is_alive():
@@ -330,7 +333,9 @@ def _start(
         try:
             if attempt == 1:
                 # (quick: unpaced; the warm-up is there to start the workers)
-                thread, _out = rig.publish_in_thread(0 if ctx.quick else 1000, 3000)
+                rate = 0 if ctx.quick else 1000
+                warm = rig.load.prepare(rate, 3000)
+                thread, _out = rig.publish_in_thread(rate, warm)
                 thread.join()
             if rig.drain(time.monotonic(), 900) is None:
                 proc.fail("the stream did not process the warm-up in 15 min")

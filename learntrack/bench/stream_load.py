@@ -149,13 +149,16 @@ class Load:
     def publish(
         self, producer: Any, rate: float, records: int, *, probe: bool = True
     ) -> Published:
-        """Publish ``records`` records at ``rate``/s (0: unpaced), then flush.
+        """Serialize ``records`` records (:meth:`prepare`), then :meth:`send` them."""
+        return self.send(producer, rate, self.prepare(rate, records, probe=probe))
 
-        Runs in the calling thread (the bench runs it in a thread of its own).
-        Every record is serialized before the first is sent, so the paced loop only
-        hands bytes to the producer: the load costs the stream's cores as little
-        as it can (a course app's producers run on other machines). Chunks of
-        about a second go through :func:`send_paced`, each paced from its own start.
+    def prepare(self, rate: float, records: int, *, probe: bool = True) -> Prepared:
+        """The next ``records`` records, serialized, in chunks of about a second.
+
+        Done before a step starts, so the paced loop only hands bytes to the
+        producer: the load costs the stream's cores as little as it can (a course
+        app's producers run on other machines), and the step's CPU figures and lag
+        samples do not include the serialization.
         """
         chunk = 10_000 if rate <= 0 else 1000 * max(1, round(rate / 1000))
         every = max(1, round(rate / SAMPLES_PER_S)) if probe and rate > 0 else 0
@@ -163,13 +166,29 @@ class Load:
         for done in range(0, records, chunk):
             data, marks = self._chunk(min(chunk, records - done), every)
             chunks.append((list(delivery_stream(data)), marks))
+        return Prepared(records, chunks)
+
+    def send(self, producer: Any, rate: float, prepared: Prepared) -> Published:
+        """Send prepared records at ``rate``/s (0: unpaced), then flush.
+
+        Runs in the calling thread (the bench runs it in a thread of its own).
+        Each chunk goes through :func:`send_paced`, paced from its own start.
+        """
         started = time.monotonic()
-        for pairs, marks in chunks:
+        for pairs, marks in prepared.chunks:
             sender = _MarkingSender(producer.send_serialized, marks, self.marks_sent)
             send_paced(pairs, sender if marks else producer.send_serialized, rate=rate)
         ended = time.monotonic()
         producer.flush(120)
-        return Published(records, started, ended)
+        return Published(prepared.records, started, ended)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Records serialized ahead of a step: chunks of (key, value) pairs and marks."""
+
+    records: int
+    chunks: list[tuple[list[tuple[bytes | None, bytes]], dict[int, Mark]]]
 
 
 class _MarkingSender:
@@ -273,11 +292,17 @@ class Probe:
             for eid in found:
                 sent = self.pending_mongo.pop(eid)
                 self.mongo.append(Latency(sent, now - sent))
+        self._poll_alerts()
+
+    def _poll_alerts(self) -> None:
         new = []
         while (change := self._alerts.try_next()) is not None:
             doc = change["fullDocument"]
             if doc["_id"] not in self.seen_alerts:
                 new.append(doc)
+        if not self._alerts.alive:  # invalidated (alerts dropped): say so, loudly
+            msg = "the alerts change stream ended: was the alerts collection dropped?"
+            raise RuntimeError(msg)
         now = time.monotonic()
         for doc in new:
             self.seen_alerts.add(doc["_id"])

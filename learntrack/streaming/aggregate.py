@@ -152,6 +152,7 @@ def mongo_rows(students: dict[str, StudentBatch]) -> list[dict[str, Any]]:
             "total": sb.total,
             "actions": dict(sb.actions),
             "lastAt": sb.last,
+            "lastEventId": sb.lastEventId,
             "lastRegion": sb.lastRegion,
             "lastCourse": sb.lastCourse,
         }
