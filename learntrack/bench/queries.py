@@ -173,6 +173,23 @@ def uuid_chars(rng: np.random.Generator, n: int) -> np.ndarray:
     """``n`` random UUID4s as ASCII text: a ``(n, 36)`` uint8 array (vectorised)."""
     raw = rng.integers(0, 256, size=(n, 16), dtype=np.uint8)
     raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40  # version 4
+    return _uuid_text(raw)
+
+
+def uuid7_strings(rng: np.random.Generator, ms: np.ndarray) -> list[str]:
+    """UUIDv7 strings for epoch milliseconds ``ms`` (as the SDK and generator make)."""
+    n = len(ms)
+    raw = rng.integers(0, 256, size=(n, 16), dtype=np.uint8)
+    stamp = ms.astype(">u8").view(np.uint8).reshape(n, 8)[:, 2:]  # 48 bits
+    raw[:, :6] = stamp
+    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x70  # version 7
+    text = _uuid_text(raw).tobytes().decode("ascii")
+    return [text[i : i + 36] for i in range(0, 36 * n, 36)]
+
+
+def _uuid_text(raw: np.ndarray) -> np.ndarray:
+    """16 bytes a row -> the 36-character text form, RFC 4122 variant set."""
+    n = len(raw)
     raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80  # RFC 4122 variant
     digits = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
     hexed = np.empty((n, 32), dtype=np.uint8)
@@ -194,6 +211,11 @@ def uuid_strings(rng: np.random.Generator, n: int) -> list[str]:
     """``n`` random UUID4 strings (as event ids are)."""
     text = uuid_chars(rng, n).tobytes().decode("ascii")
     return [text[i : i + 36] for i in range(0, 36 * n, 36)]
+
+
+def _id_ms(first: int, n: int) -> np.ndarray:
+    """Id times of the ``first``-th to ``first + n``-th document: 1 ms apart."""
+    return LOG_START_MS + np.arange(first, first + n, dtype=np.int64)
 
 
 # -- sizes -----------------------------------------------------------------------
@@ -235,9 +257,10 @@ class Loader:
     Documents have exactly the fields :class:`learntrack.sinks.mongo.
     MongoActivitySink` writes (``_id = eventId``, ``firstBatch``, ``source``,
     optional ``sessionId``/``device``/``durationMs``/``score``). Two ways in:
-    :meth:`fill` (fast bulk load: ids in sorted order, secondary indexes rebuilt
-    afterwards) and :meth:`insert_measured` (the sink's way: random ids, every index
-    in place). It keeps the per-student totals the student summary needs.
+    :meth:`fill` (fast bulk load, secondary indexes rebuilt afterwards) and
+    :meth:`insert_measured` (the sink's way, every index in place). Event ids are
+    UUIDv7 in arrival order, as the SDK and the generator make them. It keeps the
+    per-student totals the student summary needs.
     """
 
     db: Any
@@ -329,13 +352,11 @@ class Loader:
             if name in existing:
                 self.db[ACTIVITIES].drop_index(name)
         rng = np.random.default_rng([self.seed, self.loaded, 1])
-        ordered = np.sort(uuid_chars(rng, n).view("S36").ravel())
+        ordered = uuid7_strings(rng, _id_ms(self.loaded, n))  # time order: sorted
         started = time.perf_counter()
 
         def one(lo: int) -> Events:
-            text = ordered[lo : lo + chunk].tobytes().decode("ascii")
-            ids = [text[i : i + 36] for i in range(0, len(text), 36)]
-            return self._insert(self.loaded + lo, ids)
+            return self._insert(self.loaded + lo, ordered[lo : lo + chunk])
 
         with ThreadPoolExecutor(max_workers=FILL_THREADS) as pool:
             for ev in pool.map(one, range(0, n, chunk)):
@@ -349,7 +370,8 @@ class Loader:
     def insert_measured(self, count: int, slices: int, chunk: int) -> list[float]:
         """Insert ``count`` more the sink's way; docs/s of each of ``slices`` slices.
 
-        Random UUIDs, every index in place, unordered ``insert_many`` of ``chunk``
+        UUIDv7 ids later than every stored one (as the SDK and the generator make
+        them), every index in place, unordered ``insert_many`` of ``chunk``
         documents from :data:`SINK_THREADS` threads (local[2]'s two tasks).
         """
         rates = []
@@ -359,7 +381,9 @@ class Loader:
                 starts = list(range(self.loaded + lo, self.loaded + hi, chunk))
                 end = self.loaded + hi
                 rng = np.random.default_rng([self.seed, self.loaded + lo, 2])
-                ids = [uuid_strings(rng, min(chunk, end - a)) for a in starts]
+                ids = [
+                    uuid7_strings(rng, _id_ms(a, min(chunk, end - a))) for a in starts
+                ]
                 started = time.perf_counter()
                 for ev in pool.map(self._insert, starts, ids):
                     self._count(ev)
@@ -654,9 +678,9 @@ def _grow(
     table = [
         "Cost as stored data grows. At each size, the collection is first filled in "
         f"bulk (unordered `insert_many` of {size.fill_chunk:,} from {FILL_THREADS} "
-        "threads, ids in sorted order, secondary indexes dropped and rebuilt by the "
-        "sink's `ensure_indexes`: fast, and not the figure), then the last "
-        f"{size.measured:,} documents are inserted the sink's way (random event ids, "
+        "threads, UUIDv7 ids in arrival order, secondary indexes dropped and rebuilt "
+        "by the sink's `ensure_indexes`: fast, and not the figure), then the last "
+        f"{size.measured:,} documents are inserted the sink's way (later UUIDv7 ids, "
         f"all three indexes in place, unordered `insert_many` of {size.sink_chunk:,} "
         f"from {SINK_THREADS} threads): that is the insert rate. latest-20 is direct "
         f"through `QueryService`, {size.stage_requests:,} random students per run, "
