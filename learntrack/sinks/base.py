@@ -112,6 +112,11 @@ class Sink(ABC):
         self.close()
 
 
+def map_value(value: Any) -> Any:
+    """An Arrow map column's value as a dict (pyarrow gives (key, value) pairs)."""
+    return dict(value) if isinstance(value, list) else value
+
+
 class Runs(StrEnum):
     """Where a stream sink writes."""
 

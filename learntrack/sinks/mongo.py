@@ -17,7 +17,7 @@ from typing import Any
 from learntrack.clients import mongo_client
 from learntrack.errors import FatalSinkError, RetryableSinkError
 from learntrack.events import ActivityEvent
-from learntrack.sinks.base import Part, Runs, StreamSink
+from learntrack.sinks.base import Part, Runs, StreamSink, map_value
 
 ACTIVITIES = "activities"
 STUDENTS = "students"
@@ -138,9 +138,7 @@ class MongoActivitySink(_MongoSink):
         """
         dicts = [r.asDict() if hasattr(r, "asDict") else dict(r) for r in rows]
         events = {n: [d.get(n) for d in dicts] for n in _FIELDS}
-        events["metadata"] = [  # an Arrow map column arrives as (key, value) pairs
-            dict(m) if isinstance(m, list) else m for m in events["metadata"]
-        ]
+        events["metadata"] = [map_value(m) for m in events["metadata"]]
         return self._insert(batch_id, _activity_docs(Part(batch_id, 0, events)))
 
     def _insert(

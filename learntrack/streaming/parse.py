@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from learntrack.config import Settings
 from learntrack.events import ActivityEvent, describe_error, spark_schema
+from learntrack.sinks.base import map_value
 
 
 def parsed_schema() -> Any:
@@ -227,8 +228,7 @@ def from_parsed(batches: Iterator[Any]) -> Parsed:
     for r, good in zip(valid, ok, strict=True):
         if good:
             values = [r[n] for n in names]
-            if isinstance(values[meta], list):  # an Arrow map: (key, value) pairs
-                values[meta] = dict(values[meta])
+            values[meta] = map_value(values[meta])
             rows.append(tuple(values))
     invalid = [
         {n: r[n] for n in INVALID_FIELDS}
