@@ -68,13 +68,13 @@ demo: setup ## Start the stack, run the pipeline on synthetic data, show the res
 	$(LT) api --dashboard-key
 
 lint: setup ## ruff (lint + format check) and mypy
-	$(BIN)/ruff check learntrack tests
-	$(BIN)/ruff format --check learntrack tests
+	$(BIN)/ruff check learntrack bench tests
+	$(BIN)/ruff format --check learntrack bench tests
 	$(BIN)/mypy
 
 format: setup ## Apply ruff's fixes and formatting
-	$(BIN)/ruff check --fix learntrack tests
-	$(BIN)/ruff format learntrack tests
+	$(BIN)/ruff check --fix learntrack bench tests
+	$(BIN)/ruff format learntrack bench tests
 
 test: setup lint ## Run the full test suite against a real local stack
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -17,7 +17,7 @@ Each panel names the query-service endpoint its data comes from (``url``, with
 placeholders), where the rows are in the answer (``rows``) and which fields it
 shows. Grafana reads that endpoint through the Infinity data source, except for
 fields marked ``live`` (the stream's per-batch metrics, pushed to Grafana Live by
-:mod:`learntrack.streaming.metrics`) and ``prometheus`` (the pipeline totals,
+:mod:`learntrack.sinks.pipeline`) and ``prometheus`` (the pipeline totals,
 scraped by Prometheus from the API's ``/metrics``). The page always reads the
 endpoint, which serves the same numbers.
 """
@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from learntrack.streaming.metrics import LIVE_CHANNEL
+from learntrack.sinks.pipeline import LIVE_CHANNEL
 
 Kind = Literal["timeseries", "bars", "table", "stat"]
 FieldType = Literal["string", "number", "time"]

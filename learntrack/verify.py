@@ -17,6 +17,9 @@ import orjson
 
 from learntrack.clients import graph_driver, mongo_client, redis_client
 from learntrack.config import Settings
+from learntrack.sinks import graph as graph_store
+from learntrack.sinks import redis as redis_store
+from learntrack.sinks.mongo import ACTIVITIES, STUDENTS
 
 SCORE_REL_TOL = 1e-9
 
@@ -41,10 +44,10 @@ def check_mongo(settings: Settings, truth: dict[str, Any]) -> list[Check]:
     per_student = truth["perStudent"]
     with mongo_client(settings) as client:
         db = client[settings.mongo.database]
-        n = db["activities"].count_documents({})
+        n = db[ACTIVITIES].count_documents({})
         found = {
             d["studentId"]: d.get("activity", {})
-            for d in db["students"].find(
+            for d in db[STUDENTS].find(
                 {"activity": {"$exists": True}}, {"studentId": 1, "activity": 1}
             )
         }
@@ -67,11 +70,11 @@ def check_redis(settings: Settings, truth: dict[str, Any]) -> list[Check]:
     """Anchored scores (global leaderboard) and per-student action counts."""
     client = redis_client(settings)
     try:
-        board = dict(client.zrange("lt:lb:global", 0, -1, withscores=True))
+        board = dict(client.zrange(redis_store.GLOBAL_BOARD, 0, -1, withscores=True))
         pipe = client.pipeline()
         sids = list(truth["perStudent"])
         for sid in sids:
-            pipe.hgetall(f"lt:student:{sid}")
+            pipe.hgetall(redis_store.student_key(sid))
         hashes = dict(zip(sids, pipe.execute(), strict=True))
     finally:
         client.close()
@@ -102,15 +105,11 @@ def check_graph(settings: Settings, truth: dict[str, Any]) -> list[Check]:
         for sid, st in truth["perStudent"].items()
         for code, reg in st["regions"].items()
     }
-    query = (
-        "MATCH (s:Student)-[a:ACCESSED_FROM]->(r:Region) "
-        "RETURN s.studentId AS sid, r.code AS code, a.count AS n"
-    )
     with (
         graph_driver(settings) as driver,
         driver.session(database=settings.graph.database) as session,
     ):
-        found = {(r["sid"], r["code"]): r["n"] for r in session.run(query)}
+        found = graph_store.access_counts(session)
     differ = sum(1 for k, v in expected.items() if found.get(k) != v)
     # Each anomaly switches the student into another region: one of its foreign
     # events (the first by event time, ties broken by eventId) must be an Activity
@@ -123,19 +122,11 @@ def check_graph(settings: Settings, truth: dict[str, Any]) -> list[Check]:
         }
         for a in truth.get("anomalies", [])
     ]
-    switch_query = (
-        "UNWIND $rows AS row "
-        "MATCH (s:Student {studentId: row.sid})-[:PERFORMED]->(a:Activity)"
-        "-[:IN_REGION]->(r:Region {code: row.region}) "
-        "WHERE a.eventId IN row.eids "
-        "RETURN count(DISTINCT s) AS n"
-    )
     with (
         graph_driver(settings) as driver,
         driver.session(database=settings.graph.database) as session,
     ):
-        record = session.run(switch_query, rows=anomalies).single()
-    linked = int(record["n"]) if record else 0
+        linked = graph_store.students_with_switch(session, anomalies)
     return [
         Check("graph", "access edges (student, region)", len(expected), len(found)),
         Check("graph", "edges whose count differs", 0, differ),
@@ -175,7 +166,7 @@ def check_dlq(settings: Settings, truth: dict[str, Any]) -> list[Check]:
 
 def check_alerts(settings: Settings, truth: dict[str, Any]) -> list[Check]:
     """Alerts name exactly the injected anomalies, once in every alert store."""
-    from learntrack.sinks.alerts import ALERTS, REDIS_PREFIX
+    from learntrack.sinks.alerts import ALERTS, graph_alert_ids
     from learntrack.topics import read_topic
 
     anomalous = {a["studentId"] for a in truth["anomalies"]}
@@ -184,15 +175,12 @@ def check_alerts(settings: Settings, truth: dict[str, Any]) -> list[Check]:
     ids = {d["_id"] for d in docs}
     alerted = {d["studentId"] for d in docs}
     with redis_client(settings) as r:
-        in_redis = {v.decode() for v in r.smembers(f"{REDIS_PREFIX}all")}
+        in_redis = {v.decode() for v in r.smembers(redis_store.ALL_ALERTS)}
     with (
         graph_driver(settings) as driver,
         driver.session(database=settings.graph.database) as session,
     ):
-        record = session.run(
-            "MATCH (x:Alert)-[:CONCERNS]->(:Student) RETURN collect(x.alertId) AS ids"
-        ).single()
-        in_graph = list(record["ids"]) if record else []
+        in_graph = graph_alert_ids(session)
     topic_ids = [
         orjson.loads(m.value() or b"{}").get("alertId")
         for m in read_topic(settings, settings.topics.alerts)

@@ -536,16 +536,16 @@ def test_alerts_newest_first_filtered(
 def test_course_engagement_newest_first_with_range_checks(
     client: TestClient, cfg: Settings, prefix: str
 ) -> None:
-    from learntrack.sinks.cassandra import CassandraEngagementSink, CourseDay
+    from learntrack.sinks.cassandra import CassandraEngagementSink, CourseDayRow
 
     course = f"{prefix}-c1"
     days = [dt.date(2026, 11, d) for d in (18, 19, 20, 21)]
     rows = [
-        CourseDay(course, d, 10 * i + 1, i + 1, i, (10 * i + 1) / (i + 1),
+        CourseDayRow(course, d, 10 * i + 1, i + 1, i, (10 * i + 1) / (i + 1),
                   {"quiz_attempt": i, "page_view": 10 * i + 1 - i})
         for i, d in enumerate(days)
     ]  # fmt: skip
-    rows.append(CourseDay(f"{prefix}-c2", days[1], 99, 9, 9, 11.0, {"login": 99}))
+    rows.append(CourseDayRow(f"{prefix}-c2", days[1], 99, 9, 9, 11.0, {"login": 99}))
     try:
         with CassandraEngagementSink(cfg) as sink:
             sink.write_batch(0, rows)

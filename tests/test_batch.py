@@ -34,7 +34,7 @@ from learntrack.sinks.cassandra import (
     DAYS,
     ENGAGEMENT,
     CassandraEngagementSink,
-    CourseDay,
+    CourseDayRow,
     ensure_schema,
     read_course_engagement,
     schema_cql,
@@ -230,7 +230,9 @@ def test_sink_status_reset_and_a_dead_server(
     assert read_course_engagement(private, "A", dt.date(2025, 1, 1), DAY1) == []
     with sink:
         sink.ping()
-        sink.write_batch(0, [CourseDay("A", DAY1, 3, 2, 1, 1.5, {"quiz_attempt": 1})])
+        sink.write_batch(
+            0, [CourseDayRow("A", DAY1, 3, 2, 1, 1.5, {"quiz_attempt": 1})]
+        )
     assert len(read_course_engagement(private, "A", DAY1, DAY1)) == 1
     sink.reset()
     assert read_course_engagement(private, "A", DAY1, DAY1) == []
@@ -256,7 +258,7 @@ def test_range_reads_are_newest_first_and_bounded(private: Settings) -> None:
     assert read_course_engagement(private, "A", days[0], days[-1]) == []  # no schema
     assert read_course_engagement(session, "A", days[0], days[-1], keyspace=ks) == []
     rows = [
-        CourseDay(course, d, 10 + i, 2, i, (10 + i) / 2, {"page_view": 10, "x": i})
+        CourseDayRow(course, d, 10 + i, 2, i, (10 + i) / 2, {"page_view": 10, "x": i})
         for i, d in enumerate(days)
         for course in ("A", "B")
     ]
@@ -338,7 +340,7 @@ def test_rerun_gives_identical_rows_and_repairs_a_damaged_one(
     # Damage one row (as a half-finished earlier run could): the re-run repairs it.
     victim = before[0]
     with CassandraEngagementSink(private) as sink:
-        wrong = CourseDay(victim["courseId"], victim["date"], 1, 1, 0, 1.0, {"x": 1})
+        wrong = CourseDayRow(victim["courseId"], victim["date"], 1, 1, 0, 1.0, {"x": 1})
         sink.write_batch(0, [wrong])
     assert all_rows(private, courses, days) != before
     run_batch(private, spark, [victim["date"]])

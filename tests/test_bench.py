@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 import pytest
 
-from learntrack.bench import SECTIONS, parse_only, result_keys
-from learntrack.bench.core import (
+from bench import SECTIONS, parse_only, result_keys
+from bench.core import (
     DEFAULT_PORT_OFFSET,
     PORTS,
     BenchContext,
@@ -25,17 +25,17 @@ from learntrack.bench.core import (
     settings_with,
     write,
 )
-from learntrack.bench.stream import SUSTAINED, Ladder, Step, build_section
-from learntrack.bench.stream_load import Published
-from learntrack.bench.stream_profile import REST, profile, profile_table
-from learntrack.bench.stream_run import BatchLine, LagReader, LagSample
+from bench.stream import SUSTAINED, Ladder, Step, build_section
+from bench.stream_load import Published
+from bench.stream_profile import REST, profile, profile_table
+from bench.stream_run import BatchLine, LagReader, LagSample
 from learntrack.config import Settings
 from learntrack.errors import LearnTrackError
 from learntrack.streaming.job import BatchReport
 from learntrack.topics import create_topic
 from tests.test_cli import run_cli
 
-#: What :func:`learntrack.bench.core.machine` returns, for the report tests.
+#: What :func:`bench.core.machine` returns, for the report tests.
 INFO = {
     "cores": 2,
     "memory_gib": 23.5,

@@ -52,20 +52,19 @@ from learntrack.dashboards import (
 )
 from learntrack.scoring import anchored
 from learntrack.sinks.alerts import MongoAlertSink, RedisAlertSink
-from learntrack.sinks.cassandra import CassandraEngagementSink, CourseDay
+from learntrack.sinks.cassandra import CassandraEngagementSink, CourseDayRow
 from learntrack.sinks.mongo import MongoActivitySink
-from learntrack.sinks.redis import RedisScoreSink
-from learntrack.streaming.metrics import (
-    HASH_KEY,
+from learntrack.sinks.pipeline import (
     LIVE_CHANNEL,
     LIVE_FIELDS,
     LIVE_STREAM,
     RETRY_AFTER_S,
-    PipelineMetrics,
+    PipelineRecorder,
     batch_point,
     influx_line,
     parse_influx_line,
 )
+from learntrack.sinks.redis import PIPELINE, RedisScoreSink
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "tests/artifacts"
@@ -389,7 +388,7 @@ def test_batches_are_counted_once_and_pushed_to_grafana_live(
     pushed = with_grafana(cfg, receiver.url, grafana_token=SecretStr("tok-123"))
     clock = Clock()
     messages: list[str] = []
-    metrics = PipelineMetrics(pushed, report=messages.append, clock=clock)
+    metrics = PipelineRecorder(pushed, report=messages.append, clock=clock)
     try:
         metrics.record(Report(0, valid=1000, invalid=10, seconds=4.0, lag={"0": 7}))
         clock.now += 5.0
@@ -446,7 +445,7 @@ def test_basic_auth_and_a_grafana_that_fails_never_fail_a_batch(
         )
         clock = Clock()
         messages: list[str] = []
-        metrics = PipelineMetrics(settings, report=messages.append, clock=clock)
+        metrics = PipelineRecorder(settings, report=messages.append, clock=clock)
         metrics.record(Report(0, valid=10))
         metrics.record(Report(1, valid=10))  # paused: not even tried
         assert len(refusing.requests) == 1
@@ -463,15 +462,15 @@ def test_basic_auth_and_a_grafana_that_fails_never_fail_a_batch(
     # Nobody listening at all: the batch goes on, and Redis still has it.
     closed = f"http://127.0.0.1:{free_port()}"
     messages = []
-    metrics = PipelineMetrics(with_grafana(cfg, closed), report=messages.append)
+    metrics = PipelineRecorder(with_grafana(cfg, closed), report=messages.append)
     metrics.record(Report(3, valid=10))
     metrics.close()
     assert len(messages) == 1
     assert "ConnectError" in messages[0]
     r = redis_client(cfg)
     try:
-        assert r.hget(HASH_KEY, "lastBatch") == b"3"
-        assert r.hget(HASH_KEY, "batches") == b"4"
+        assert r.hget(PIPELINE, "lastBatch") == b"3"
+        assert r.hget(PIPELINE, "batches") == b"4"
     finally:
         r.close()
 
@@ -533,11 +532,13 @@ def seed_stores(cfg: Settings) -> dict[str, Any]:
             cassandra.replace_day(
                 day,
                 [
-                    CourseDay("C1", day, counts[0], 2, counts[0], counts[0] / 2, {}),
-                    CourseDay("C2", day, counts[1], 1, counts[1], float(counts[1]), {}),
+                    CourseDayRow("C1", day, counts[0], 2, counts[0], counts[0] / 2, {}),
+                    CourseDayRow(
+                        "C2", day, counts[1], 1, counts[1], float(counts[1]), {}
+                    ),
                 ],
             )
-    metrics = PipelineMetrics(cfg, report=lambda _m: None)
+    metrics = PipelineRecorder(cfg, report=lambda _m: None)
     metrics.record(Report(0, valid=15, invalid=2, seconds=1.0, lag={"0": 4}))
     metrics.close()
     return {"hour": hour, "yesterday": yesterday}
@@ -811,7 +812,7 @@ def browse(
 
         # Live: a new batch appears on the page without a reload.
         points = chart_points(page, "events-per-second")
-        extra = PipelineMetrics(settings, report=lambda _m: None)
+        extra = PipelineRecorder(settings, report=lambda _m: None)
         extra.record(Report(batches + 10, valid=777, seconds=1.0))
         extra.close()
         wait_js(

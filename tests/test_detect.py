@@ -30,7 +30,8 @@ from learntrack.config import Settings
 from learntrack.errors import LearnTrackError
 from learntrack.evaluate import evaluate, evaluate_stored, percentile
 from learntrack.producers import ActivityProducer
-from learntrack.sinks.alerts import ALERTS, REDIS_PREFIX, alert_doc, alert_sinks
+from learntrack.sinks import redis as redis_names
+from learntrack.sinks.alerts import ALERTS, alert_doc, alert_sinks
 from learntrack.sinks.graph import multi_region
 from learntrack.stack.manager import Stack
 from learntrack.streaming.detect import Detector, _closest_elsewhere, alert_id
@@ -252,7 +253,7 @@ def test_stream_alerts_equal_the_anomalies_in_every_store_and_the_cli_reports_th
     docs = _stored_alerts(settings)
     one = docs[0]
     with redis_client(settings) as r:
-        assert r.sismember(f"{REDIS_PREFIX}student:{one['studentId']}", one["_id"])
+        assert r.sismember(redis_names.student_alerts_key(one["studentId"]), one["_id"])
     anomalous = {a["studentId"] for a in truth["anomalies"]}
     from learntrack.clients import graph_driver
 
@@ -427,8 +428,8 @@ def test_alert_sinks_repeat_a_batch_harmlessly(stack: Stack, prefix: str) -> Non
     assert stored[0]["gapSeconds"] == 600.0  # noqa: PLR2004
     assert stored[0]["regions"] == ["EU", "US"]
     with redis_client(settings) as r:
-        assert r.scard(f"{REDIS_PREFIX}all") == 1
-        assert r.scard(f"{REDIS_PREFIX}hour:{now:%Y%m%d%H}") == 1
+        assert r.scard(redis_names.ALL_ALERTS) == 1
+        assert r.scard(redis_names.hour_alerts_key(f"{now:%Y%m%d%H}")) == 1
     assert len(read_topic(settings, settings.topics.alerts)) == 1
 
 
@@ -465,13 +466,13 @@ def test_a_partition_behind_in_event_time_is_not_made_late(
 def test_the_event_clock_is_per_partition_and_fixed_per_batch(
     stack: Stack, prefix: str
 ) -> None:
-    from learntrack.streaming.detect import CLOCK_KEY, EventClock
+    from learntrack.streaming.detect import EventClock
 
     settings, _env = isolated(prefix, Path("/nonexistent"))
     clock = EventClock(settings)  # lateness 1 h
     hour = 3_600_000
     with redis_client(settings) as r:
-        r.delete(CLOCK_KEY)
+        r.delete(redis_names.DETECT_CLOCK)
         assert clock.watermarks(r, 0) == {}
         clock.advance(r, {0: 10 * hour, 1: 3 * hour})
         assert clock.watermarks(r, 1) == {0: 9 * hour, 1: 2 * hour}
@@ -481,4 +482,4 @@ def test_the_event_clock_is_per_partition_and_fixed_per_batch(
         # The next batch moves on; a newest time that goes back moves nothing.
         clock.advance(r, {0: 5 * hour, 1: 4 * hour})
         assert clock.watermarks(r, 2) == {0: 11 * hour, 1: 3 * hour}
-        r.delete(CLOCK_KEY)
+        r.delete(redis_names.DETECT_CLOCK)

@@ -8,9 +8,24 @@ with the same data. Runs in the API process and in the terminal.
 from __future__ import annotations
 
 import datetime as dt
+import enum
+import functools
+import operator
+import types
+import typing
+import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    create_model,
+    model_validator,
+)
+
+from learntrack.events import ActivityEvent
 
 
 def _patch_schema(schema: dict[str, Any]) -> None:
@@ -94,20 +109,46 @@ class StudentPatch(BaseModel):
         return self.model_dump(include=self.model_fields_set)
 
 
-class Activity(BaseModel):
-    """One stored activity event (MongoDB ``activities``)."""
+def _stored_type(annotation: Any) -> Any:
+    """The stored (JSON) form of an event field's type: ids and enums as text.
 
-    eventId: str  # noqa: N815
-    studentId: str  # noqa: N815
-    courseId: str  # noqa: N815
-    action: str
-    timestamp: dt.datetime
-    region: str
-    sessionId: str | None = None  # noqa: N815
-    device: str | None = None
-    durationMs: int | None = None  # noqa: N815
-    score: float | None = None
-    metadata: dict[str, str | int | float | bool] | None = None
+    Constraints are the producer's business (the event model validates on the
+    way in); what is stored is read back as plain text, numbers and times.
+    """
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _stored_type(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        parts = [_stored_type(a) for a in typing.get_args(annotation)]
+        return functools.reduce(operator.or_, parts)
+    if annotation is uuid.UUID:
+        return str
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return str
+    if isinstance(annotation, type) and issubclass(annotation, dt.datetime):
+        return dt.datetime
+    return annotation
+
+
+#: The stored activity's fields: the event model's, minus its schema version.
+_STORED_FIELDS: dict[str, Any] = {
+    name: (
+        _stored_type(info.annotation),
+        ... if info.is_required() or name == "eventId" else None,
+    )
+    for name, info in ActivityEvent.model_fields.items()
+    if name != "schemaVersion"
+}
+if typing.TYPE_CHECKING:  # built at import: opaque to the type checker
+    _ActivityFields = Any
+else:
+    _ActivityFields = create_model("_ActivityFields", **_STORED_FIELDS)
+
+
+# Derived from ActivityEvent: a field added to the event appears here, in the
+# API's schema, with no edit.
+class Activity(_ActivityFields):
+    """One stored activity event (MongoDB ``activities``)."""
 
 
 class ActivityList(BaseModel):

@@ -58,15 +58,14 @@ from learntrack.config import Settings
 from learntrack.errors import LearnTrackError, SinkError
 from learntrack.events import ID_PATTERN, ActivityEvent, describe_error
 from learntrack.scoring import score_at
+from learntrack.sinks import redis as redis_store
+from learntrack.sinks.alerts import ALERTS
 from learntrack.sinks.base import SinkStatus
-from learntrack.sinks.mongo import activity_summary
-from learntrack.sinks.redis import PREFIX, recent_counts
+from learntrack.sinks.mongo import ACTIVITIES, STUDENTS, activity_summary
+from learntrack.sinks.redis import recent_counts
 
 log = logging.getLogger(__name__)
 
-ACTIVITIES = "activities"
-STUDENTS = "students"
-ALERTS = "alerts"
 MAX_LATEST = 100
 MAX_LEADERBOARD = 100
 MAX_ALERTS = 500
@@ -296,10 +295,10 @@ class QueryService:
         half_life = self.settings.scoring.half_life_s
         r = self.redis
         pipe = r.pipeline(transaction=False)
-        pipe.zscore(f"{PREFIX}lb:global", student_id)
-        pipe.zrevrank(f"{PREFIX}lb:global", student_id)
-        pipe.hget(f"{PREFIX}student:{student_id}", "total")
-        pipe.scard(f"{PREFIX}alerts:student:{student_id}")
+        pipe.zscore(redis_store.GLOBAL_BOARD, student_id)
+        pipe.zrevrank(redis_store.GLOBAL_BOARD, student_id)
+        pipe.hget(redis_store.student_key(student_id), "total")
+        pipe.scard(redis_store.student_alerts_key(student_id))
         anchor, rank, total, alerts = pipe.execute()
         if anchor is None:
             self._require_student(student_id)
@@ -311,7 +310,7 @@ class QueryService:
         if courses:
             pipe = r.pipeline(transaction=False)
             for course in courses:
-                pipe.zscore(f"{PREFIX}lb:course:{course}", student_id)
+                pipe.zscore(redis_store.board_key(course), student_id)
             for course, value in zip(courses, pipe.execute(), strict=True):
                 if value is not None:
                     course_scores[course] = score_at(float(value), now, half_life)
@@ -337,7 +336,7 @@ class QueryService:
             check_id(course, "course")
         check_limit(limit, "limit", MAX_LEADERBOARD)
         now = to_utc(as_of, "asOf") if as_of else utc_now()
-        key = f"{PREFIX}lb:course:{course}" if course else f"{PREFIX}lb:global"
+        key = redis_store.board_key(course)
         top = self.redis.zrevrange(key, 0, limit - 1, withscores=True)
         ids = [raw.decode() for raw, _ in top]
         names = {
@@ -406,11 +405,8 @@ class QueryService:
         if (date_to - date_from).days + 1 > MAX_COURSE_DAYS:
             msg = f"the range covers more than {MAX_COURSE_DAYS} days"
             raise InvalidQueryError("from", msg)
-        try:
-            from learntrack.sinks.cassandra import read_course_engagement
-        except ImportError as err:
-            msg = f"course engagement is not available: {err}"
-            raise UnavailableError(msg) from err
+        from learntrack.sinks.cassandra import read_course_engagement
+
         try:
             rows = read_course_engagement(
                 self._cassandra_session(),
@@ -514,11 +510,8 @@ class QueryService:
         """
         date_from, date_to = _date_range(date_from, date_to)
         courses = [c.courseId for c in self.courses().courses]
-        try:
-            from learntrack.sinks.cassandra import read_course_engagement
-        except ImportError as err:
-            msg = f"course engagement is not available: {err}"
-            raise UnavailableError(msg) from err
+        from learntrack.sinks.cassandra import read_course_engagement
+
         session = self._cassandra_session() if courses else None
         rows: list[dict[str, Any]] = []
         for course in courses:
@@ -556,7 +549,7 @@ class QueryService:
             check_id(course, "course")
         check_limit(bins, "bins", MAX_BINS)
         now = to_utc(as_of, "asOf") if as_of else utc_now()
-        key = f"{PREFIX}lb:course:{course}" if course else f"{PREFIX}lb:global"
+        key = redis_store.board_key(course)
         r = self.redis
         pipe = r.pipeline(transaction=False)
         pipe.zcard(key)
@@ -631,13 +624,13 @@ class QueryService:
 
     def pipeline_metrics(self, points: int = 120) -> PipelineMetrics:
         """The stream's totals and latest ``points`` batches (see streaming.metrics)."""
-        from learntrack.streaming.metrics import read_pipeline
+        from learntrack.sinks.pipeline import read_pipeline
 
         check_limit(points, "points", MAX_POINTS)
         totals, raw = read_pipeline(self.redis, points)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.scard(f"{PREFIX}alerts:all")
-        pipe.zcard(f"{PREFIX}lb:global")
+        pipe.scard(redis_store.ALL_ALERTS)
+        pipe.zcard(redis_store.GLOBAL_BOARD)
         alerts, scored = pipe.execute()
         return PipelineMetrics(
             asOf=utc_now(),

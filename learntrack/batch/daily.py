@@ -25,7 +25,7 @@ from typing import Any
 from learntrack.config import Settings
 from learntrack.errors import LearnTrackError
 from learntrack.events import Action
-from learntrack.sinks.cassandra import CassandraEngagementSink, CourseDay
+from learntrack.sinks.cassandra import CassandraEngagementSink, CourseDayRow
 from learntrack.sinks.lake import lake_path
 
 #: At most this many days per run (a year and a day: enough for any backfill,
@@ -143,7 +143,7 @@ def plan(
 # -- aggregation (Spark) -----------------------------------------------------------
 def aggregate(
     spark: Any, lake: Path, days: list[dt.date], *, dedup: bool = False
-) -> list[CourseDay]:
+) -> list[CourseDayRow]:
     """One row per (course, day) of ``days`` from the lake (runs a Spark job).
 
     One pass: per (course, day), the event count, the distinct students and one
@@ -190,7 +190,7 @@ def aggregate(
         if other:  # not written by our stream (its events are validated)
             acts["other"] = other
         rows.append(
-            CourseDay(
+            CourseDayRow(
                 course_id=r["courseId"],
                 date=dt.date.fromisoformat(r["day"]),
                 count=count,
@@ -239,7 +239,7 @@ def run_batch(
         spark_started = time.perf_counter()
         rows = aggregate(spark, lake_path(settings), present, dedup=dedup)
         result.spark_seconds = time.perf_counter() - spark_started
-        by_day: dict[dt.date, list[CourseDay]] = {d: [] for d in present}
+        by_day: dict[dt.date, list[CourseDayRow]] = {d: [] for d in present}
         for row in rows:
             by_day[row.date].append(row)
         stage(f"writing {len(rows)} row(s) to Cassandra")

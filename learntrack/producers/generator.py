@@ -129,7 +129,7 @@ Event = tuple[int, str, str, str, str, str, str, str, int | None, float | None]
 
 
 @dataclass
-class Student:
+class SimStudent:
     """A generated student (profile + behaviour)."""
 
     student_id: str
@@ -225,7 +225,7 @@ class Generator:
         popularity = [1.0 / (i**0.8) for i in range(1, len(ids) + 1)]
         return ids, popularity
 
-    def _students(self) -> list[Student]:
+    def _students(self) -> list[SimStudent]:
         rng, cfg = self.rng, self.config
         regions = list(cfg.regions)
         shares = list(REGION_SHARES[: len(regions)]) + [0.05] * (
@@ -241,7 +241,7 @@ class Generator:
                 if c not in chosen:
                     chosen.append(c)
             students.append(
-                Student(
+                SimStudent(
                     student_id=f"S{i:06d}",
                     home=rng.choices(regions, shares)[0],
                     activity=min(rng.paretovariate(1.3), 200.0),
@@ -251,7 +251,7 @@ class Generator:
             )
         return students
 
-    def _profiles(self, students: list[Student]) -> list[dict[str, Any]]:
+    def _profiles(self, students: list[SimStudent]) -> list[dict[str, Any]]:
         from faker import Faker
 
         fake = Faker()
@@ -295,7 +295,7 @@ class Generator:
 
     # -- sessions -------------------------------------------------------------------
     def _session(
-        self, student: Student, ts: int, length: int, region: str, course: str
+        self, student: SimStudent, ts: int, length: int, region: str, course: str
     ) -> list[Event]:
         rng = self.rng
         session_id = f"{student.student_id}-{rng.getrandbits(40):010x}"
@@ -337,7 +337,7 @@ class Generator:
             )
         return out
 
-    def _region_at(self, student: Student, ts: int) -> tuple[int, str]:
+    def _region_at(self, student: SimStudent, ts: int) -> tuple[int, str]:
         """Region for a session starting at ts; moves sessions off the travel gap."""
         if student.travel_at is None or student.travel_to is None:
             return ts, student.home
@@ -410,7 +410,7 @@ class Generator:
         events: list[Event],
         anomalous: list[str],
         kinds: list[str],
-        by_id: dict[str, Student],
+        by_id: dict[str, SimStudent],
     ) -> list[dict[str, Any]]:
         """Add each anomalous student's foreign-region events; return the labels."""
         rng, cfg = self.rng, self.config

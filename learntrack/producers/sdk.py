@@ -268,11 +268,6 @@ class ActivityProducer:
         with self._lock:
             return list(self._failures)
 
-    @property
-    def pending(self) -> int:
-        """Messages queued or in flight."""
-        return len(self._producer)
-
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until every queued message is delivered or failed.
 

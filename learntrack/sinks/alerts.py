@@ -28,14 +28,15 @@ import orjson
 
 from learntrack.clients import graph_driver, mongo_client, redis_client
 from learntrack.config import Settings
-from learntrack.errors import FatalSinkError, RetryableSinkError
 from learntrack.events import utc_iso
+from learntrack.sinks import graph as graph_store
+from learntrack.sinks import mongo as mongo_store
+from learntrack.sinks import redis as redis_store
 from learntrack.sinks.base import Runs, StreamSink
 from learntrack.sinks.dlq import Record, TransactionalTopicSink
 from learntrack.sinks.graph import delete_nodes
 
 ALERTS = "alerts"
-REDIS_PREFIX = "lt:alerts:"
 HOUR_KEY_DAYS = 30
 
 
@@ -141,7 +142,6 @@ class MongoAlertSink(_AlertSink):
     def write_batch(self, batch_id: int, rows: Sequence[Any]) -> int:
         """Upsert the alerts; returns how many were new."""
         from pymongo import UpdateOne
-        from pymongo.errors import AutoReconnect, PyMongoError
 
         ops = [
             UpdateOne(
@@ -156,10 +156,8 @@ class MongoAlertSink(_AlertSink):
         coll = self._client[self.settings.mongo.database][ALERTS]
         try:
             return int(coll.bulk_write(ops, ordered=False).upserted_count)
-        except AutoReconnect as err:
-            raise RetryableSinkError(f"alerts.mongo: {err}") from err
-        except PyMongoError as err:
-            raise FatalSinkError(f"alerts.mongo: {err}") from err
+        except Exception as err:
+            raise mongo_store.classify("alerts.mongo", err) from err
 
     def reset(self) -> None:
         """Drop the alerts collection."""
@@ -189,31 +187,27 @@ class RedisAlertSink(_AlertSink):
 
     def write_batch(self, batch_id: int, rows: Sequence[Any]) -> int:
         """SADD every alert id (idempotent); returns how many rows were applied."""
-        from redis.exceptions import ConnectionError as RedisConnectionError
-        from redis.exceptions import RedisError
-        from redis.exceptions import TimeoutError as RedisTimeout
-
         pipe = self._client.pipeline(transaction=True)
         for d in rows:
             hour = hour_key(d["timestamp"])
-            pipe.sadd(f"{REDIS_PREFIX}all", d["alertId"])
-            pipe.sadd(f"{REDIS_PREFIX}student:{d['studentId']}", d["alertId"])
+            pipe.sadd(redis_store.ALL_ALERTS, d["alertId"])
+            pipe.sadd(redis_store.student_alerts_key(d["studentId"]), d["alertId"])
             pipe.sadd(hour, d["alertId"])
             expire = d["timestamp"] + dt.timedelta(days=HOUR_KEY_DAYS)
             pipe.expireat(hour, int(expire.timestamp()))
         try:
             pipe.execute()
-        except (RedisConnectionError, RedisTimeout) as err:
-            raise RetryableSinkError(f"alerts.redis: {err}") from err
-        except RedisError as err:
-            raise FatalSinkError(f"alerts.redis: {err}") from err
+        except Exception as err:
+            raise redis_store.classify("alerts.redis", err) from err
         return len(rows)
 
     def reset(self) -> None:
         """Delete every alert key."""
         self.open()
         try:
-            keys = list(self._client.scan_iter(f"{REDIS_PREFIX}*", count=1000))
+            keys = list(
+                self._client.scan_iter(f"{redis_store.ALERTS_PREFIX}*", count=1000)
+            )
             for i in range(0, len(keys), 500):
                 self._client.delete(*keys[i : i + 500])
         finally:
@@ -222,7 +216,7 @@ class RedisAlertSink(_AlertSink):
 
 def hour_key(at: dt.datetime) -> str:
     """The Redis key counting the alerts of ``at``'s hour (UTC)."""
-    return f"{REDIS_PREFIX}hour:{at.astimezone(dt.UTC):%Y%m%d%H}"
+    return redis_store.hour_alerts_key(f"{at.astimezone(dt.UTC):%Y%m%d%H}")
 
 
 def alerts_per_hour(client: Any, hours: Sequence[dt.datetime]) -> dict[str, int]:
@@ -275,27 +269,12 @@ class GraphAlertSink(_AlertSink):
         self._session_run("RETURN 1")
 
     def _session_run(self, query: str, **params: Any) -> None:
-        """Run ``query``; a ConstraintError is a concurrent MERGE, retryable.
-
-        (The fan-out's graph sink MERGEs the same Student and Activity nodes; see
-        :meth:`learntrack.sinks.graph.GraphSink.write_batch`.)
-        """
-        from neo4j.exceptions import (
-            ConstraintError,
-            ServiceUnavailable,
-            SessionExpired,
-            TransientError,
-        )
-
+        """Run ``query``; errors classified by the graph store's one rule."""
         try:
             with self._driver.session(database=self.settings.graph.database) as s:
                 s.run(query, **params).consume()
-        except (ServiceUnavailable, SessionExpired, TransientError, OSError) as err:
-            raise RetryableSinkError(f"alerts.graph: {err}") from err
-        except ConstraintError as err:
-            raise RetryableSinkError(f"alerts.graph: concurrent MERGE: {err}") from err
         except Exception as err:
-            raise FatalSinkError(f"alerts.graph: {type(err).__name__}: {err}") from err
+            raise graph_store.classify("alerts.graph", err) from err
 
     def write_batch(self, batch_id: int, rows: Sequence[Any]) -> int:
         """Merge the alerts and their evidence (idempotent)."""
@@ -341,3 +320,11 @@ def alert_sinks(settings: Any, writer_id: str = "") -> dict[str, StreamSink]:
         "graph": GraphAlertSink(settings),
         "topic": AlertTopicSink(settings, writer_id=writer_id),
     }
+
+
+def graph_alert_ids(session: Any) -> list[str]:
+    """The ids of the graph's Alert nodes that CONCERN a Student (verify, tests)."""
+    record = session.run(
+        "MATCH (x:Alert)-[:CONCERNS]->(:Student) RETURN collect(x.alertId) AS ids"
+    ).single()
+    return list(record["ids"]) if record else []

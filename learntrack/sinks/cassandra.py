@@ -202,7 +202,7 @@ def as_day(value: Any) -> dt.date:
 
 
 @dataclass(frozen=True)
-class CourseDay:
+class CourseDayRow:
     """One row of ``course_engagement``: one course's engagement on one UTC day."""
 
     course_id: str
@@ -227,7 +227,7 @@ class CourseDay:
 
 
 class CassandraEngagementSink(Sink):
-    """Writes :class:`CourseDay` rows to ``course_engagement``; reports health.
+    """Writes :class:`CourseDayRow` rows to ``course_engagement``; reports health.
 
     Built anywhere from picklable settings; :meth:`open` connects (the batch driver,
     or the API process for ``/health``). The schema is created on the first write,
@@ -311,7 +311,7 @@ class CassandraEngagementSink(Sink):
 
     # -- writes ----------------------------------------------------------------------
     def write_batch(self, batch_id: int, rows: Sequence[Any]) -> int:
-        """Upsert ``rows`` (:class:`CourseDay`) and their day-index entries.
+        """Upsert ``rows`` (:class:`CourseDayRow`) and their day-index entries.
 
         Returns how many rows were written.
 
@@ -357,7 +357,9 @@ class CassandraEngagementSink(Sink):
             )
         ]
 
-    def replace_day(self, day: dt.date, rows: Sequence[CourseDay]) -> tuple[int, int]:
+    def replace_day(
+        self, day: dt.date, rows: Sequence[CourseDayRow]
+    ) -> tuple[int, int]:
         """Make ``day`` hold exactly ``rows``; return (rows written, rows deleted).
 
         Order matters for crash safety: the index is extended before the rows are
@@ -484,8 +486,8 @@ def _read(
     return [r.as_dict() for r in rows]
 
 
-def _course_day(row: Any) -> CourseDay:
-    return CourseDay(
+def _course_day(row: Any) -> CourseDayRow:
+    return CourseDayRow(
         course_id=str(row.courseid),
         date=as_day(row.date),
         count=int(row.count or 0),

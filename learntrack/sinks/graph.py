@@ -91,6 +91,29 @@ RETURN count(a) AS activities
 """
 
 
+def classify(where: str, err: Exception) -> RetryableSinkError | FatalSinkError:
+    """The graph server's one rule for its driver's errors: retryable or fatal.
+
+    Unavailable servers, expired sessions, transient errors and socket errors
+    pass. So does a :class:`~neo4j.exceptions.ConstraintError`: the alert sink
+    MERGEs the same Student and Activity nodes as the graph sink, and of two
+    transactions creating the same new node under a unique constraint Neo4j
+    fails one; re-run, its MERGE matches.
+    """
+    from neo4j.exceptions import (
+        ConstraintError,
+        ServiceUnavailable,
+        SessionExpired,
+        TransientError,
+    )
+
+    if isinstance(err, ServiceUnavailable | SessionExpired | TransientError | OSError):
+        return RetryableSinkError(f"{where}: {err}")
+    if isinstance(err, ConstraintError):
+        return RetryableSinkError(f"{where}: concurrent MERGE: {err}")
+    return FatalSinkError(f"{where}: {type(err).__name__}: {err}")
+
+
 class GraphSink(StreamSink):
     """Writes per-student access aggregates and switch activities, fenced by batch.
 
@@ -111,15 +134,13 @@ class GraphSink(StreamSink):
 
     def open(self) -> None:
         """Connect and make sure constraints exist (idempotent)."""
-        from neo4j.exceptions import ServiceUnavailable, SessionExpired, TransientError
-
         self._driver = graph_driver(self.settings)
         try:
             with self._driver.session(database=self.settings.graph.database) as session:
                 for statement in SCHEMA:
                     session.run(statement).consume()
-        except (ServiceUnavailable, SessionExpired, TransientError, OSError) as err:
-            raise RetryableSinkError(f"graph: {err}") from err
+        except Exception as err:
+            raise classify("graph", err) from err
 
     def close(self) -> None:
         """Disconnect."""
@@ -138,13 +159,6 @@ class GraphSink(StreamSink):
         query, and of two transactions creating the same new node under a unique
         constraint, Neo4j fails one; re-run, its MERGE matches.
         """
-        from neo4j.exceptions import (
-            ConstraintError,
-            ServiceUnavailable,
-            SessionExpired,
-            TransientError,
-        )
-
         ordered = sorted(rows, key=lambda r: r["studentId"])
         written = 0
         try:
@@ -159,12 +173,8 @@ class GraphSink(StreamSink):
                     written += session.execute_write(
                         _write_chunk, chunk, acts, batch_id
                     )
-        except (ServiceUnavailable, SessionExpired, TransientError, OSError) as err:
-            raise RetryableSinkError(f"graph: {err}") from err
-        except ConstraintError as err:
-            raise RetryableSinkError(f"graph: concurrent MERGE: {err}") from err
         except Exception as err:
-            raise FatalSinkError(f"graph: {type(err).__name__}: {err}") from err
+            raise classify("graph", err) from err
         return written
 
     def reset(self) -> None:
@@ -309,14 +319,30 @@ def multi_region(
     return out
 
 
-def explain_multi_region(settings: Any) -> str:
-    """The server's plan for the multi-region query (for the docs)."""
-    with (
-        graph_driver(settings) as driver,
-        driver.session(database=settings.graph.database) as session,
-    ):
-        summary = session.run(
-            "EXPLAIN " + MULTI_REGION, window=1800.0, since="", limit=10
-        ).consume()
-    plan = summary.plan or {}
-    return str(plan.get("args", {}).get("string-representation", plan))
+# -- reads (verify, tests) ----------------------------------------------------------
+ACCESS_COUNTS = (
+    "MATCH (s:Student)-[a:ACCESSED_FROM]->(r:Region) "
+    "RETURN s.studentId AS sid, r.code AS code, a.count AS n"
+)
+SWITCH_ACTIVITIES = (
+    "UNWIND $rows AS row "
+    "MATCH (s:Student {studentId: row.sid})-[:PERFORMED]->(a:Activity)"
+    "-[:IN_REGION]->(r:Region {code: row.region}) "
+    "WHERE a.eventId IN row.eids "
+    "RETURN count(DISTINCT s) AS n"
+)
+
+
+def access_counts(session: Any) -> dict[tuple[str, str], int]:
+    """Every ``ACCESSED_FROM`` edge's count, by (studentId, region code)."""
+    return {(r["sid"], r["code"]): r["n"] for r in session.run(ACCESS_COUNTS)}
+
+
+def students_with_switch(session: Any, rows: list[dict[str, Any]]) -> int:
+    """How many ``rows`` (``{sid, eids, region}``) have their switch in the graph.
+
+    That is: one of the row's events is an Activity the student PERFORMED
+    IN_REGION the row's region.
+    """
+    record = session.run(SWITCH_ACTIVITIES, rows=rows).single()
+    return int(record["n"]) if record else 0

@@ -40,7 +40,8 @@ def _retryable(err: Exception) -> bool:
     return False
 
 
-def _classify(where: str, err: Exception) -> Exception:
+def classify(where: str, err: Exception) -> RetryableSinkError | FatalSinkError:
+    """MongoDB's one rule for its driver's errors: retryable or fatal, named."""
     if _retryable(err):
         return RetryableSinkError(f"{where}: {err}")
     return FatalSinkError(f"{where}: {err}")
@@ -74,15 +75,15 @@ class _MongoSink(StreamSink):
         self._db.command("ping")
 
 
-#: The activity log's secondary indexes, by name (see create_activity_indexes).
+#: The activity log's secondary indexes, by name (see ensure_indexes).
 ACTIVITY_INDEXES = ("student_latest", "course_time")
 
 
-def create_activity_indexes(collection: Any) -> None:
+def _create_activity_indexes(collection: Any) -> None:
     """The activity log's indexes on ``collection`` (idempotent).
 
     ``student_latest`` serves a student's latest activities, ``course_time`` a
-    course's activity over time. The benchmarks build scratch collections with it.
+    course's activity over time.
     """
     from pymongo import ASCENDING, DESCENDING
 
@@ -100,7 +101,7 @@ def ensure_indexes(settings: Any) -> None:
 
     with mongo_client(settings) as client:
         db = client[settings.mongo.database]
-        create_activity_indexes(db[ACTIVITIES])
+        _create_activity_indexes(db[ACTIVITIES])
         db[STUDENTS].create_index([("studentId", ASCENDING)], unique=True)
 
 
@@ -166,10 +167,10 @@ class MongoActivitySink(_MongoSink):
                     or d.get("source") != mine[d["_id"]]
                 ]
             except PyMongoError as find_err:
-                raise _classify("activities", find_err) from find_err
+                raise classify("activities", find_err) from find_err
             return int(err.details.get("nInserted", 0)), earlier
         except PyMongoError as err:
-            raise _classify("activities", err) from err
+            raise classify("activities", err) from err
 
     def reset(self) -> None:
         """Drop the activity log."""
@@ -313,7 +314,7 @@ class MongoStudentSink(_MongoSink):
                 err.details.get("nUpserted", 0) + err.details.get("nModified", 0)
             )
         except PyMongoError as err:
-            raise _classify("students", err) from err
+            raise classify("students", err) from err
 
     def reset(self) -> None:
         """Remove the stream's fields (profiles stay)."""

@@ -27,10 +27,56 @@ import orjson
 
 from learntrack.clients import redis_client
 from learntrack.errors import FatalSinkError, RetryableSinkError
-from learntrack.scoring import score_at
 from learntrack.sinks.base import Part, Runs, StreamSink
 
+# -- names: every Redis key LearnTrack uses is built here, and only here ------------
 PREFIX = "lt:"
+GLOBAL_BOARD = f"{PREFIX}lb:global"
+ALERTS_PREFIX = f"{PREFIX}alerts:"
+ALL_ALERTS = f"{ALERTS_PREFIX}all"
+PIPELINE = f"{PREFIX}pipeline"
+PIPELINE_POINTS = f"{PREFIX}pipeline:points"
+DETECT_PREFIX = f"{PREFIX}detect:"
+DETECT_CLOCK = f"{DETECT_PREFIX}clock"
+
+
+def student_key(student_id: str) -> str:
+    """The student's hash: ``total``, ``lastAt``, ``a:<action>`` counts."""
+    return f"{PREFIX}student:{student_id}"
+
+
+def board_key(course_id: str | None = None) -> str:
+    """The leaderboard sorted set: a course's, or the global one."""
+    return f"{PREFIX}lb:course:{course_id}" if course_id else GLOBAL_BOARD
+
+
+def recent_key(student_id: str, day: int) -> str:
+    """The student's per-minute counts of one epoch day (expires)."""
+    return f"{PREFIX}recent:{student_id}:{day}"
+
+
+def student_alerts_key(student_id: str) -> str:
+    """The set of a student's alert ids."""
+    return f"{ALERTS_PREFIX}student:{student_id}"
+
+
+def hour_alerts_key(hour: str) -> str:
+    """The set of the alert ids of one UTC hour (``YYYYmmddHH``)."""
+    return f"{ALERTS_PREFIX}hour:{hour}"
+
+
+def detect_state_key(student_id: str) -> str:
+    """The detection state of one student (previous/current by batch id)."""
+    return f"{DETECT_PREFIX}{student_id}"
+
+
+def classify(where: str, err: Exception) -> RetryableSinkError | FatalSinkError:
+    """Redis's one rule for its driver's errors: connection and timeout pass."""
+    if _retryable(err):
+        return RetryableSinkError(f"{where}: {err}")
+    return FatalSinkError(f"{where}: {err}")
+
+
 CHUNK = 500
 DAY_S = 86_400
 KEEP_DAYS_AFTER = 2
@@ -107,15 +153,13 @@ class RedisScoreSink(StreamSink):
         applied = 0
         for start in range(0, len(ordered), CHUNK):
             students = [
-                [f"{PREFIX}student:{r['studentId']}", _ops(r)]
+                [student_key(r["studentId"]), _ops(r)]
                 for r in ordered[start : start + CHUNK]
             ]
             try:
                 applied += int(self._apply(args=[batch_id, orjson.dumps(students)]))
             except Exception as err:
-                if _retryable(err):
-                    raise RetryableSinkError(f"redis: {err}") from err
-                raise FatalSinkError(f"redis: {err}") from err
+                raise classify("redis", err) from err
         return applied
 
     def reset(self) -> None:
@@ -136,36 +180,25 @@ class RedisScoreSink(StreamSink):
 
 def _ops(r: Any) -> list[list[Any]]:
     sid = r["studentId"]
-    student = f"{PREFIX}student:{sid}"
+    student = student_key(sid)
     ops: list[list[Any]] = [
-        ["z", f"{PREFIX}lb:global", sid, repr(float(r["anchor"]))],
+        ["z", GLOBAL_BOARD, sid, repr(float(r["anchor"]))],
         ["h", student, "total", int(r["total"])],
         ["max", student, "lastAt", r["lastAt"]],
     ]
     ops += [["h", student, f"a:{a}", int(n)] for a, n in r["actions"].items()]
     ops += [
-        ["z", f"{PREFIX}lb:course:{c}", sid, repr(float(x))]
-        for c, x in r["courseAnchors"].items()
+        ["z", board_key(c), sid, repr(float(x))] for c, x in r["courseAnchors"].items()
     ]
     for minute, n in r["minutes"].items():
         day = int(minute) * 60 // DAY_S
         expire_at = (day + 1 + KEEP_DAYS_AFTER) * DAY_S
-        key = f"{PREFIX}recent:{sid}:{day}"
+        key = recent_key(sid, day)
         ops.append(["recent", key, str(minute), int(n), expire_at])
     return ops
 
 
 # -- reads (API, CLI, tests) ----------------------------------------------------------
-def student_score(
-    client: Any, student_id: str, half_life_s: float, as_of: dt.datetime
-) -> float | None:
-    """The decayed engagement score of a student at ``as_of`` (None if unknown)."""
-    anchor = client.zscore(f"{PREFIX}lb:global", student_id)
-    if anchor is None:
-        return None
-    return score_at(float(anchor), as_of, half_life_s)
-
-
 def recent_counts(client: Any, student_id: str, as_of: dt.datetime) -> dict[str, int]:
     """Events in the hour and the 24 hours up to ``as_of`` (event time, by minute)."""
     minute_now = math.floor(as_of.timestamp() / 60)
@@ -173,7 +206,7 @@ def recent_counts(client: Any, student_id: str, as_of: dt.datetime) -> dict[str,
     last_hour = last_day = 0
     for day in (day_now - 1, day_now):
         for raw_minute, raw_count in client.hgetall(
-            f"{PREFIX}recent:{student_id}:{day}"
+            recent_key(student_id, day)
         ).items():
             age = minute_now - int(raw_minute)
             if 0 <= age < 60:  # noqa: PLR2004

@@ -48,7 +48,7 @@ from typing import Any
 import orjson
 
 from learntrack.config import Settings
-from learntrack.errors import FatalSinkError, RetryableSinkError
+from learntrack.sinks import redis as redis_names
 from learntrack.sinks.base import Part, Runs, StreamSink
 
 #: Namespace of the deterministic alert ids (uuid5 of student and both event ids).
@@ -191,8 +191,6 @@ def _closest_elsewhere(
 
 
 #: Redis keys: a student's detection state, and the stream's event-time clock.
-STATE_PREFIX = "lt:detect:"
-CLOCK_KEY = "lt:detect:clock"
 
 
 class DetectSink(StreamSink):
@@ -260,11 +258,11 @@ class DetectSink(StreamSink):
         if not by_student:
             return []
         students = sorted(by_student)
-        keys = [f"{STATE_PREFIX}{s}" for s in students]
+        keys = [redis_names.detect_state_key(s) for s in students]
         try:
             stored = self._client.mget(keys)
         except Exception as err:
-            raise _redis_error(err) from err
+            raise redis_names.classify("detect", err) from err
         batch = part.batch_id
         alerts: list[Any] = []
         writes: dict[str, bytes] = {}
@@ -291,7 +289,7 @@ class DetectSink(StreamSink):
                 pipe.set(key, value, ex=self._ttl_s)
             pipe.execute()
         except Exception as err:
-            raise _redis_error(err) from err
+            raise redis_names.classify("detect", err) from err
         return alerts
 
     def reset(self) -> None:
@@ -300,7 +298,9 @@ class DetectSink(StreamSink):
 
         client = redis_client(self.settings)
         try:
-            keys = list(client.scan_iter(match=f"{STATE_PREFIX}*", count=1000))
+            keys = list(
+                client.scan_iter(match=f"{redis_names.DETECT_PREFIX}*", count=1000)
+            )
             for i in range(0, len(keys), 1000):
                 client.delete(*keys[i : i + 1000])
         finally:
@@ -355,14 +355,6 @@ def _ms(value: dt.datetime) -> int:
     return int(value.timestamp() * 1000)
 
 
-def _redis_error(err: Exception) -> Exception:
-    import redis
-
-    if isinstance(err, redis.ConnectionError | redis.TimeoutError):
-        return RetryableSinkError(f"detect: {err}")
-    return FatalSinkError(f"detect: {err}")
-
-
 class EventClock:
     """The stream's event-time watermarks, per Kafka partition, fixed per batch.
 
@@ -382,7 +374,7 @@ class EventClock:
 
     def watermarks(self, client: Any, batch_id: int) -> dict[int, int]:
         """The watermarks of ``batch_id`` by partition (epoch ms; absent = 0)."""
-        raw = client.hgetall(CLOCK_KEY)
+        raw = client.hgetall(redis_names.DETECT_CLOCK)
         state = {_text(k): int(v) for k, v in raw.items()}
         fixed = {int(k[3:]): v for k, v in state.items() if k.startswith("wm:")}
         if state.get("batch") == batch_id:
@@ -392,7 +384,7 @@ class EventClock:
                 p = int(key[7:])
                 fixed[p] = max(fixed.get(p, 0), newest - self.lateness_ms, 0)
         mapping: dict[str, int] = {f"wm:{p}": w for p, w in fixed.items()}
-        client.hset(CLOCK_KEY, mapping={**mapping, "batch": batch_id})
+        client.hset(redis_names.DETECT_CLOCK, mapping={**mapping, "batch": batch_id})
         return fixed
 
     def advance(self, client: Any, newest: dict[int, int]) -> None:
@@ -400,14 +392,14 @@ class EventClock:
         if not newest:
             return
         keys = [f"newest:{p}" for p in newest]
-        current = client.hmget(CLOCK_KEY, keys)
+        current = client.hmget(redis_names.DETECT_CLOCK, keys)
         higher = {
             key: ms
             for key, ms, now in zip(keys, newest.values(), current, strict=True)
             if now is None or int(now) < ms
         }
         if higher:
-            client.hset(CLOCK_KEY, mapping=higher)
+            client.hset(redis_names.DETECT_CLOCK, mapping=higher)
 
 
 def _text(value: bytes | str) -> str:

@@ -34,10 +34,10 @@ from learntrack.config import Settings
 from learntrack.errors import LearnTrackError, RetryableSinkError
 from learntrack.sinks.base import Runs, StreamSink
 from learntrack.sinks.mongo import ensure_indexes
+from learntrack.sinks.pipeline import PipelineRecorder
 from learntrack.streaming import fanout
 from learntrack.streaming.detect import EventClock
 from learntrack.streaming.kafka_source import SOURCE_NAME, KafkaDataSource
-from learntrack.streaming.metrics import PipelineMetrics
 
 T = TypeVar("T")
 #: A retryable sink error raised in a task, as Spark's failure message quotes it.
@@ -114,14 +114,12 @@ class StreamJob:
         *,
         trigger: str = "500ms",
         available_now: bool = False,
-        master: str | None = None,
         report: Report = print,
     ) -> None:
         """Configure; nothing starts until :meth:`run`."""
         self.settings = settings
         self.trigger_s = parse_trigger(trigger)
         self.available_now = available_now
-        self.master = master
         self.report = report
         self.checkpoint = settings.checkpoint_dir / "stream"
         self.batches: list[BatchReport] = []
@@ -132,7 +130,7 @@ class StreamJob:
         self._sinks: list[StreamSink] = []
         self._clock = EventClock(settings)
         self._redis: Any = None
-        self.metrics = PipelineMetrics(settings, report=report)
+        self.metrics = PipelineRecorder(settings, report=report)
 
     # -- sinks ---------------------------------------------------------------------
     def open_sinks(self) -> None:
@@ -370,12 +368,12 @@ class StreamJob:
             return {}
 
         def read() -> dict[int, int]:
-            import redis
+            from learntrack.sinks.redis import classify
 
             try:
                 return self._clock.watermarks(self._client(), batch_id)
-            except (redis.ConnectionError, redis.TimeoutError) as err:
-                raise RetryableSinkError(f"clock: {err}") from err
+            except Exception as err:
+                raise classify("clock", err) from err
 
         return self._retry("redis", read)  # the store that is down
 

@@ -10,7 +10,11 @@ and the reason, with its source partition and offset. Nothing is dropped.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import functools
+import operator
+import typing
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,22 +86,42 @@ def _meta_text(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def _converter(name: str, annotation: Any) -> Callable[[Any], Any] | None:
+    """How a field's Python value becomes its column value (None: as it is).
+
+    UUIDs become text, enum members their value, ``metadata`` a map of text
+    (:func:`_meta`); everything else (text, numbers, datetimes) stays as it is.
+    """
+    if name == "metadata":
+        return _meta
+    for kind in typing.get_args(annotation) or (annotation,):
+        if kind is uuid.UUID:
+            return str
+        if isinstance(kind, type) and issubclass(kind, enum.Enum):
+            return operator.attrgetter("value")
+    return None
+
+
+#: The event's fields in model order, read in one call, and the ones converted.
+_EVENT_FIELDS = tuple(ActivityEvent.model_fields)
+_GET_FIELDS = operator.attrgetter(*_EVENT_FIELDS)
+_CONVERT = tuple(
+    (i, conv)
+    for i, (name, info) in enumerate(ActivityEvent.model_fields.items())
+    if (conv := _converter(name, info.annotation)) is not None
+)
+
+
 def _event_columns(event: ActivityEvent) -> tuple[Any, ...]:
-    """The event's values in the order of :data:`_EVENT_FIELDS`."""
-    return (
-        str(event.eventId),
-        event.studentId,
-        event.courseId,
-        event.action.value,
-        event.timestamp,
-        event.region,
-        event.sessionId,
-        event.device.value if event.device else None,
-        event.durationMs,
-        event.score,
-        _meta(event.metadata),
-        event.schemaVersion,
-    )
+    """The event's column values in the order of :data:`_EVENT_FIELDS`.
+
+    Derived from the model's fields: a new field needs no change here.
+    """
+    values = list(_GET_FIELDS(event))
+    for i, conv in _CONVERT:
+        if values[i] is not None:
+            values[i] = conv(values[i])
+    return tuple(values)
 
 
 #: What a task keeps of a valid record beside the event's fields.
@@ -258,7 +282,6 @@ def _columns(rows: list[tuple[Any, ...]]) -> dict[str, list[Any]]:
     }
 
 
-_EVENT_FIELDS = tuple(ActivityEvent.model_fields)
 _NO_EVENT: tuple[Any, ...] = (None,) * len(_EVENT_FIELDS)
 #: Reference time for a record without a broker timestamp: no future check
 #: (still deterministic across replays).

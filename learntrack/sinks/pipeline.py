@@ -1,7 +1,10 @@
-"""Per-batch pipeline metrics of the stream: kept in Redis, pushed to Grafana Live.
+"""The pipeline metrics store: each stream batch kept in Redis, pushed to Grafana Live.
+
+The stream job writes it (:class:`PipelineRecorder`); the API and the dashboards read
+it (:func:`read_pipeline`, :data:`LIVE_CHANNEL`), so it lives with the stores.
 
 Runs on the Spark driver (the ``learntrack stream`` process):
-:meth:`PipelineMetrics.record` is called once per micro-batch of the fan-out query,
+:meth:`PipelineRecorder.record` is called once per micro-batch of the fan-out query,
 after its sinks, by :meth:`learntrack.streaming.job.StreamJob.process_batch`. It
 never raises: a metric must never fail or slow down a batch.
 
@@ -46,6 +49,7 @@ import orjson
 
 from learntrack.config import Settings
 from learntrack.events import utc_iso
+from learntrack.sinks.redis import PIPELINE, PIPELINE_POINTS
 
 #: Grafana Live: stream id of the push endpoint, measurement, and the channel the
 #: panels subscribe to (``stream/<stream id>/<measurement>``).
@@ -63,9 +67,6 @@ LIVE_FIELDS = (
     "batch_seconds",
     "freshness_p99_s",
 )
-#: Redis keys (the ``lt:`` prefix of every stream key).
-HASH_KEY = "lt:pipeline"
-POINTS_KEY = "lt:pipeline:points"
 #: Seconds without pushes after a failed push.
 RETRY_AFTER_S = 30.0
 
@@ -91,7 +92,7 @@ return 1
 
 
 class BatchFigures(Protocol):
-    """What :meth:`PipelineMetrics.record` reads of a batch (a ``BatchReport``)."""
+    """What :meth:`PipelineRecorder.record` reads of a batch (a ``BatchReport``)."""
 
     batch_id: int
     valid: int
@@ -182,7 +183,7 @@ def influx_line(point: BatchPoint) -> str:
     return f"{LIVE_MEASUREMENT} {fields} {ns}"
 
 
-class PipelineMetrics:
+class PipelineRecorder:
     """Records each micro-batch in Redis and pushes it to Grafana Live (driver).
 
     Clients are opened on first use and kept for the stream's life; :meth:`close`
@@ -237,7 +238,7 @@ class PipelineMetrics:
                 self._redis = redis_client(self.settings, timeout_s=2.0)
                 self._script = self._redis.register_script(RECORD)
             self._script(
-                keys=[HASH_KEY, POINTS_KEY],
+                keys=[PIPELINE, PIPELINE_POINTS],
                 args=[
                     point.batch,
                     utc_iso(point.at),
@@ -305,8 +306,8 @@ def read_pipeline(client: Any, points: int) -> tuple[dict[str, str], list[Any]]:
     Runs in the API process. Returns ``({}, [])`` before the first batch.
     """
     pipe = client.pipeline(transaction=False)
-    pipe.hgetall(HASH_KEY)
-    pipe.lrange(POINTS_KEY, 0, points - 1)
+    pipe.hgetall(PIPELINE)
+    pipe.lrange(PIPELINE_POINTS, 0, points - 1)
     raw_totals, raw_points = pipe.execute()
     totals = {_text(k): _text(v) for k, v in raw_totals.items()}
     return totals, [orjson.loads(p) for p in reversed(raw_points)]

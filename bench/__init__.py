@@ -1,7 +1,7 @@
 """``learntrack bench``: measured figures, with the machine they were measured on.
 
 Runs in the CLI process. It starts a stack of its own (see
-:mod:`learntrack.bench.core`), runs the requested sections in order, and writes
+:mod:`bench.core`), runs the requested sections in order, and writes
 ``docs/benchmarks.json`` (machine-readable) and ``docs/benchmarks.md`` (for users).
 A section that fails is reported as not measured, with its error; the others
 still run. Benchmarks measure; tests never assert timings.
@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from learntrack.bench.core import (
+from bench.core import (
     DEFAULT_PORT_OFFSET,
     BenchContext,
     Figure,
@@ -36,15 +36,15 @@ __all__ = ["SECTIONS", "Figure", "Section", "run"]
 #: stream while the stores are small (legacy compares with its rate), the 5M-row
 #: sections last.
 SECTIONS: dict[str, tuple[str, str]] = {
-    "raw": ("learntrack.bench.raw", "raw limits of each store and the Spark source"),
-    "producers": ("learntrack.bench.producers", "generator and SDK publish rates"),
+    "raw": ("bench.raw", "raw limits of each store and the Spark source"),
+    "producers": ("bench.producers", "generator and SDK publish rates"),
     "stream": (
-        "learntrack.bench.stream",
+        "bench.stream",
         "sustained end-to-end rate, freshness, scaling, a micro-batch profile",
     ),
-    "legacy": ("learntrack.bench.legacy", "the original per-event path vs ours"),
-    "queries": ("learntrack.bench.queries", "latest-20 and profile update at 5M"),
-    "batch": ("learntrack.bench.batch", "a 5M-event day to Cassandra vs DuckDB"),
+    "legacy": ("bench.legacy", "the original per-event path vs ours"),
+    "queries": ("bench.queries", "latest-20 and profile update at 5M"),
+    "batch": ("bench.batch", "a 5M-event day to Cassandra vs DuckDB"),
 }
 __doc__ += "\n".join(f"- ``{k}``: {v[1]}" for k, v in SECTIONS.items()) + "\n"
 

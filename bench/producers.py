@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from learntrack.bench.core import BenchContext, Figure, Section
+from bench.core import BenchContext, Figure, Section
 from learntrack.config import Settings
 
 BENCH_TOPIC = "learntrack.bench"

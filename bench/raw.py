@@ -39,16 +39,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from learntrack.bench.core import BenchContext, Figure, Section
+from bench.core import BenchContext, Figure, Section
 from learntrack.config import Settings
 from learntrack.errors import LearnTrackError
 
-RAW_TOPIC = "learntrack.bench.raw"
-WARMUP_TOPIC = "learntrack.bench.raw.warmup"
+RAW_TOPIC = "bench.raw"
+WARMUP_TOPIC = "bench.raw.warmup"
 WARMUP_RECORDS = 6000
 #: Enough for a run and a read-back; the broker keeps everything in memory.
 RAW_TOPIC_RETENTION_MS = 600_000
-MONGO_COLLECTION = "bench_raw_activities"
+MONGO_DB = "_bench_raw"  # suffix of the scratch database
 MONGO_CHUNK = 5000  # what the stream's activity writer inserts at a time
 REDIS_PREFIX = "benchraw:"
 REDIS_PIPELINE = 1000  # commands per pipeline round trip
@@ -281,14 +281,20 @@ def activity_docs(events: list[Any]) -> list[dict[str, Any]]:
     return docs
 
 
-def _mongo_collection(client: Any, settings: Settings) -> Any:
-    """A fresh scratch collection with the activity sink's indexes."""
-    from learntrack.sinks.mongo import create_activity_indexes
+def _mongo_settings(settings: Settings) -> Settings:
+    """The stream's settings with a scratch database of the raw section's own."""
+    from bench.core import settings_with
 
-    coll = client[settings.mongo.database][MONGO_COLLECTION]
-    coll.drop()
-    create_activity_indexes(coll)
-    return coll
+    return settings_with(LEARNTRACK_MONGO__DATABASE=settings.mongo.database + MONGO_DB)
+
+
+def _mongo_collection(client: Any, settings: Settings) -> Any:
+    """A fresh activity log with the product's own indexes (``ensure_indexes``)."""
+    from learntrack.sinks.mongo import ACTIVITIES, ensure_indexes
+
+    client.drop_database(settings.mongo.database)
+    ensure_indexes(settings)
+    return client[settings.mongo.database][ACTIVITIES]
 
 
 def bench_mongo(settings: Settings, events: list[Any], count: int, runs: int) -> Figure:
@@ -297,6 +303,7 @@ def bench_mongo(settings: Settings, events: list[Any], count: int, runs: int) ->
 
     docs = activity_docs(events[:count])
     rates = []
+    settings = _mongo_settings(settings)
     with mongo_client(settings) as client:
         try:
             for _ in range(runs):
@@ -306,10 +313,10 @@ def bench_mongo(settings: Settings, events: list[Any], count: int, runs: int) ->
                     coll.insert_many(docs[i : i + MONGO_CHUNK], ordered=False)
                 rates.append(_rate(len(docs), time.perf_counter() - started))
                 if coll.estimated_document_count() != len(docs):
-                    msg = f"{MONGO_COLLECTION} does not hold the {len(docs):,} docs"
+                    msg = f"the scratch log does not hold the {len(docs):,} docs"
                     raise LearnTrackError(msg)
         finally:
-            client[settings.mongo.database][MONGO_COLLECTION].drop()
+            client.drop_database(settings.mongo.database)
     return Figure.of(
         "MongoDB insert_many",
         "docs/s",

@@ -3,8 +3,8 @@
 Runs in the ``learntrack bench`` process. The stream under test is a
 ``learntrack stream`` subprocess, as users run it (default trigger, every sink
 and detection on), with its own topics, MongoDB database, Redis db and
-checkpoint (:mod:`learntrack.bench.stream_run`), fed by paced generator events
-from a thread of the bench (:mod:`learntrack.bench.stream_load`).
+checkpoint (:mod:`bench.stream_run`), fed by paced generator events
+from a thread of the bench (:mod:`bench.stream_load`).
 
 1. **Sustained rate.** A ladder of input rates, each held for 60 s (quick: one
    3 s step at 5,000 events/s, which is also the freshness step),
@@ -31,7 +31,7 @@ from a thread of the bench (:mod:`learntrack.bench.stream_load`).
    stopped below it): p50/p95/p99 from handing a record to the producer to seeing
    it in MongoDB ``activities`` and in the student's Redis hash, and from the
    second region's event to its alert in MongoDB ``alerts``, by polling every
-   0.1 s (:class:`learntrack.bench.stream_load.Probe`).
+   0.1 s (:class:`bench.stream_load.Probe`).
 3. **Scaling.** Drain rate of a pre-published backlog by ``learntrack stream
    --available-now`` with 1 or 2 Spark cores, 3 or 6 partitions, and with the
    detection off: rows over the wall-clock time between the first and the
@@ -41,7 +41,7 @@ from a thread of the bench (:mod:`learntrack.bench.stream_load`).
    batch minus its sinks), averaged over the steady batches of the highest
    sustained step and of the drain, the cores each process used meanwhile, and
    the before/after of the change the profile led to
-   (:mod:`learntrack.bench.stream_profile`; not in a quick run).
+   (:mod:`bench.stream_profile`; not in a quick run).
 
 Everything the section creates (topics, the MongoDB database, the Redis db,
 checkpoints, graph nodes, the lake) is deleted after each run; the streams are
@@ -57,9 +57,9 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from learntrack.bench.core import BenchContext, Figure, Section, percentile
-from learntrack.bench.stream_load import Load, Prepared, Probe, Published
-from learntrack.bench.stream_profile import (
+from bench.core import BenchContext, Figure, Section, percentile
+from bench.stream_load import Load, Prepared, Probe, Published
+from bench.stream_profile import (
     SINKS,
     STEPS,
     FixedCost,
@@ -70,7 +70,7 @@ from learntrack.bench.stream_profile import (
     profile_table,
     run_fixed_cost,
 )
-from learntrack.bench.stream_run import (
+from bench.stream_run import (
     BatchLine,
     CpuMeter,
     LagReader,

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from learntrack.bench.core import BenchContext, settings_with
+from bench.core import BenchContext, settings_with
 from learntrack.config import Settings
 from learntrack.errors import LearnTrackError
 from learntrack.streaming.kafka_source import checkpoint_offsets

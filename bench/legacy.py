@@ -43,9 +43,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from learntrack.bench.core import BenchContext, Figure, Section
-from learntrack.bench.raw import delete_graph, delete_keys, load_note
+from bench.core import BenchContext, Figure, Section
+from bench.raw import delete_graph, delete_keys, load_note
 from learntrack.config import Settings
+from learntrack.sinks.redis import PREFIX
 
 MONGO_DATABASE = "learntrack_bench_legacy"
 REDIS_DB = 15  # the bench stack's scratch Redis database
@@ -148,7 +149,7 @@ def clean(settings: Settings, events: list[Event]) -> None:
         client.drop_database(MONGO_DATABASE)
     client = redis_client(settings)
     try:
-        for pattern in ("lt:*", f"{REDIS_PREFIX}*"):
+        for pattern in (f"{PREFIX}*", f"{REDIS_PREFIX}*"):
             delete_keys(client, pattern)
     finally:
         client.close()

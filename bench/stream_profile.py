@@ -5,7 +5,7 @@ seconds of each sink and each step of the stream's batch lines (the steps are
 the Spark work that belongs to no sink; ``other`` is the batch minus both);
 :func:`cores_table`
 shows which processes used the cores meanwhile (from
-:class:`learntrack.bench.stream_run.CpuMeter`). :func:`run_fixed_cost` measures,
+:class:`bench.stream_run.CpuMeter`). :func:`run_fixed_cost` measures,
 on the bench's own SparkSession (the driver is this process), what a small batch
 costs end to end.
 
@@ -21,8 +21,8 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from learntrack.bench.core import BenchContext, Figure
-from learntrack.bench.stream_run import BatchLine
+from bench.core import BenchContext, Figure
+from bench.stream_run import BatchLine
 
 #: The batch report's sinks: executor sinks (the slowest task's seconds, inside
 #: the job), then what the driver does after the job.
@@ -48,7 +48,7 @@ STEPS = {
     "job": "job: the batch's one Spark job (executor sinks inside)",
 }
 REST = "other: between the timed parts"
-#: Roles of :class:`~learntrack.bench.stream_run.CpuMeter`, in table order.
+#: Roles of :class:`~bench.stream_run.CpuMeter`, in table order.
 ROLES = (
     "stream: Spark JVM",
     "stream: Python workers",
@@ -140,8 +140,8 @@ def run_fixed_cost(ctx: BenchContext, rows: int = 1000) -> FixedCost:
     stream, on scratch stores. The first batch warms the Python workers up and is
     dropped; the next ``1 + 2 * runs`` are kept.
     """
-    from learntrack.bench.stream_load import Load
-    from learntrack.bench.stream_run import cleanup, isolated, prepare
+    from bench.stream_load import Load
+    from bench.stream_run import cleanup, isolated, prepare
     from learntrack.producers.generator import delivery_stream
     from learntrack.streaming.job import StreamJob
 

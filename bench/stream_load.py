@@ -42,6 +42,7 @@ from learntrack.producers.generator import (
     delivery_stream,
     send_paced,
 )
+from learntrack.sinks.redis import student_key
 
 #: Sampled events per second (freshness of MongoDB and Redis).
 SAMPLES_PER_S = 100
@@ -271,7 +272,7 @@ class Probe:
             students = sorted({m.student for m, _ in self.pending_redis})
             pipe = self._redis.pipeline(transaction=False)
             for sid in students:
-                pipe.hget(f"lt:student:{sid}", "total")
+                pipe.hget(student_key(sid), "total")
             totals = dict(zip(students, pipe.execute(), strict=True))
             now = time.monotonic()
             still = []

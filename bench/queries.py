@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from learntrack.bench.core import BenchContext, Figure, Section, percentile
+from bench.core import BenchContext, Figure, Section, percentile
 from learntrack.config import Settings
 from learntrack.errors import LearnTrackError
 from learntrack.events import DEFAULT_REGIONS, Action
@@ -586,7 +586,7 @@ def _mib(n: float) -> str:
 # -- the section -------------------------------------------------------------------
 def run(ctx: BenchContext) -> Section:
     """Load the activity log in stages, measure growth, then the four operations."""
-    from learntrack.bench.core import settings_with
+    from bench.core import settings_with
     from learntrack.clients import mongo_client
     from learntrack.sinks.mongo import ensure_indexes
 

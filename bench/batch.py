@@ -43,8 +43,8 @@ from typing import Any
 
 import numpy as np
 
-from learntrack.bench.core import BenchContext, Figure, Section
-from learntrack.bench.queries import (
+from bench.core import BenchContext, Figure, Section
+from bench.queries import (
     ACTIONS,
     DEVICES,
     HOUR_MS,
