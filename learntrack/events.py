@@ -10,6 +10,7 @@ process, and is picklable.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import types
 import uuid
 from collections.abc import Iterable
@@ -266,3 +267,17 @@ def spark_schema(model: type[BaseModel] = ActivityEvent) -> Any:
             for name, field in model.model_fields.items()
         ]
     )
+
+
+@functools.cache
+def arrow_schema() -> Any:
+    """The event's columns as Arrow: every field nullable, times in UTC.
+
+    What the parser hands the sinks and what the lake's files hold (derived from
+    :func:`spark_schema`, never retyped). Imports pyspark and pyarrow.
+    """
+    from pyspark.sql import types as T  # noqa: N812
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    nullable = [T.StructField(f.name, f.dataType, True) for f in spark_schema().fields]
+    return to_arrow_schema(T.StructType(nullable), timezone="UTC")

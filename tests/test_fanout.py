@@ -13,8 +13,8 @@ import pytest
 
 from learntrack.config import Settings
 from learntrack.sinks.base import Part, Runs
+from learntrack.sinks.fold import fold, switch_activities
 from learntrack.streaming import fanout
-from learntrack.streaming.aggregate import fold, switch_activities
 from learntrack.streaming.detect import comparable_events, newest_event_ms
 
 T0 = dt.datetime(2026, 12, 1, 9, tzinfo=dt.UTC)

@@ -33,7 +33,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 if TYPE_CHECKING:
-    from learntrack.streaming.aggregate import StudentBatch
+    from learntrack.sinks.fold import StudentBatch
 
 from learntrack.config import Settings
 

@@ -126,7 +126,7 @@ class GraphSink(StreamSink):
 
     def write_part(self, part: Part) -> list[Any]:
         """The task's students: access edges and switch activities."""
-        from learntrack.streaming.aggregate import graph_rows, switch_activities
+        from learntrack.sinks.fold import graph_rows, switch_activities
 
         switches = switch_activities(part.events, part.students)
         self.write_batch(part.batch_id, graph_rows(part.students, switches))

@@ -20,21 +20,12 @@ from typing import Any
 
 from learntrack.config import Settings
 from learntrack.errors import FatalSinkError
+from learntrack.events import ActivityEvent
 from learntrack.sinks.base import Part, Runs, StreamSink
 
-LAKE_COLUMNS = (
-    "eventId",
-    "studentId",
-    "courseId",
-    "action",
-    "timestamp",
-    "region",
-    "sessionId",
-    "device",
-    "durationMs",
-    "score",
-    "schemaVersion",
-)
+#: The lake's columns: the event model's fields, in its order, but ``metadata``
+#: (free-form, per app: it stays in the activity log, out of the analytics files).
+LAKE_COLUMNS = tuple(n for n in ActivityEvent.model_fields if n != "metadata")
 
 
 def lake_path(settings: Settings) -> Path:
@@ -46,10 +37,10 @@ def lake_schema() -> Any:
     """The Arrow schema of a lake file (derived from the event model)."""
     import pyarrow as pa
 
-    from learntrack.streaming.parse import arrow_schema
+    from learntrack.events import arrow_schema
 
-    parsed = arrow_schema()
-    return pa.schema([parsed.field(name) for name in LAKE_COLUMNS])
+    event = arrow_schema()
+    return pa.schema([event.field(name) for name in LAKE_COLUMNS])
 
 
 class LakeSink(StreamSink):

@@ -279,7 +279,7 @@ class MongoStudentSink(_MongoSink):
 
     def write_part(self, part: Part) -> list[Any]:
         """The task's students' summaries."""
-        from learntrack.streaming.aggregate import mongo_rows
+        from learntrack.sinks.fold import mongo_rows
 
         self.write_batch(part.batch_id, mongo_rows(part.students))
         return []

@@ -142,7 +142,7 @@ class RedisScoreSink(StreamSink):
 
     def write_part(self, part: Part) -> list[Any]:
         """The task's students' scores and counters."""
-        from learntrack.streaming.aggregate import redis_rows
+        from learntrack.sinks.fold import redis_rows
 
         self.write_batch(part.batch_id, redis_rows(part.students))
         return []

@@ -161,7 +161,13 @@ class _Task:
             "read": waited[0],
             "parse": time.perf_counter() - started - waited[0],
         }
-        emitted, figures["sinks"] = self._write(part)
+        try:
+            emitted, figures["sinks"] = self._write(part)
+        except TaskRetryable as failed:
+            # Reported, not raised: the driver sees the error's type and the sink
+            # that failed (a raised exception reaches it only as Spark's text).
+            yield _failure(failed.sink, failed.message)
+            return
         figures["duplicates"] += part.dropped
         figures["freshness"] = _freshness(part.events, time.time() * 1000)
         newest = newest_event_ms(part.events, self.lateness_ms) if len(part) else {}
@@ -172,7 +178,7 @@ class _Task:
 
     def _write(self, part: Part) -> tuple[dict[str, list[Any]], dict[str, float]]:
         """Every executor sink in topology order: (what each emitted, its seconds)."""
-        from learntrack.streaming.aggregate import fold
+        from learntrack.sinks.fold import fold
 
         emitted: dict[str, list[Any]] = {}
         seconds: dict[str, float] = {}
@@ -183,6 +189,9 @@ class _Task:
             begun = time.perf_counter()
             try:
                 emitted[cls.name] = retry_local(partial(sink.write_part, part))
+            except RetryableSinkError as err:
+                _discard(self.key, cls.name)
+                raise TaskRetryable(cls.name, str(err)) from err
             except Exception:
                 _discard(self.key, cls.name)
                 raise
@@ -190,6 +199,31 @@ class _Task:
             if i == 0:  # the activity log has left out the events stored before
                 part.students = fold(self.settings, part.events)
         return emitted, seconds
+
+
+class TaskSinkError(RetryableSinkError):
+    """On the driver: a task reported its sink unavailable (named in the text)."""
+
+
+class TaskRetryable(Exception):  # noqa: N818 - a signal inside a task, not an error
+    """A sink still failing retryably after the task's own retries (executor)."""
+
+    def __init__(self, sink: str, message: str) -> None:
+        """``sink``: the topology name; ``message``: the sink's error text."""
+        super().__init__(f"{sink}: {message}")
+        self.sink = sink
+        self.message = message
+
+
+def _failure(sink: str, message: str) -> Any:
+    """The result batch of a task whose sink stayed unavailable: one ``retryable``."""
+    import pyarrow as pa
+
+    body = orjson.dumps({"sink": sink, "message": message})
+    return pa.RecordBatch.from_pylist(
+        [{"kind": "retryable", "key": None, "raw": None, "body": body}],
+        schema=_result_arrow_schema(),
+    )
 
 
 def _timed(source: Iterator[Any], waited: list[float]) -> Iterator[Any]:
@@ -317,6 +351,18 @@ class Gathered:
     rows: dict[str, list[Any]] = field(default_factory=dict)
     #: (quantiles, events) of each task, for :meth:`freshness`.
     ages: list[tuple[list[float], int]] = field(default_factory=list)
+    #: (sink, message) of each task whose sink stayed unavailable.
+    retryable: list[tuple[str, str]] = field(default_factory=list)
+
+    def raise_retryable(self) -> None:
+        """Raise :class:`RetryableSinkError` if a task's sink stayed unavailable.
+
+        The batch is then re-run as a whole (every write is idempotent), with the
+        driver's backoff; the error names the sink, as the task reported it.
+        """
+        if self.retryable:
+            sink, message = self.retryable[0]
+            raise TaskSinkError(f"{sink}: {message[:300]} (in a task)")
 
     def freshness(self) -> dict[str, float]:
         """p50, p99 and max of produced -> stored over the batch's events (s)."""
@@ -360,6 +406,8 @@ def gather(result: Any) -> Gathered:
             for p, ms in body["newestMs"].items():
                 g.newest_ms[int(p)] = max(g.newest_ms.get(int(p), -1), ms)
             g.ages.append((body["freshness"], body["stored"]))
+        elif r["kind"] == "retryable":
+            g.retryable.append((body["sink"], body["message"]))
         elif r["kind"] == "emitted":
             for name, rows in body.items():
                 g.emitted.setdefault(name, []).extend(rows)

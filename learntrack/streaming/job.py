@@ -20,7 +20,6 @@ measurements.
 from __future__ import annotations
 
 import contextlib
-import re
 import shutil
 import signal
 import threading
@@ -40,10 +39,6 @@ from learntrack.streaming.detect import EventClock
 from learntrack.streaming.kafka_source import SOURCE_NAME, KafkaDataSource
 
 T = TypeVar("T")
-#: A retryable sink error raised in a task, as Spark's failure message quotes it.
-_TASK_RETRYABLE = re.compile(
-    r"RetryableSinkError: (?P<sink>[\w.]+): (?P<message>[^\n]*)"
-)
 Report = Callable[[str], None]
 
 
@@ -103,6 +98,37 @@ def parse_trigger(text: str) -> float:
         return float(text)
     msg = f"invalid trigger {text!r}: use e.g. 500ms, 2s, 0"
     raise LearnTrackError(msg)
+
+
+def _missing_source(err: Exception) -> bool:
+    """Whether ``err`` is Spark saying a data source (format) is not installed.
+
+    By the error's condition, never its text: Spark's ``SparkThrowable`` (here a
+    ``SparkClassNotFoundException`` reaching Python as a ``Py4JJavaError``, or an
+    ``AnalysisException`` when PySpark converts it) names it
+    ``DATA_SOURCE_NOT_FOUND``.
+    """
+    from pyspark.errors import PySparkException
+
+    if isinstance(err, PySparkException):
+        return err.getCondition() == "DATA_SOURCE_NOT_FOUND"
+    java = getattr(err, "java_exception", None)
+    try:
+        return java is not None and java.getCondition() == "DATA_SOURCE_NOT_FOUND"
+    except Exception:  # noqa: BLE001 - not a SparkThrowable: not ours to name
+        return False
+
+
+def _run_tasks(job: Any) -> fanout.Gathered:
+    """Run the batch's one Spark job; its tasks' results, or the retryable error.
+
+    A task whose sink stays unavailable reports it as a typed row
+    (:class:`learntrack.streaming.fanout.TaskRetryable`) instead of failing the job,
+    so the driver knows the error's kind by type, never by reading Spark's text.
+    """
+    result = fanout.gather(job.toArrow())
+    result.raise_retryable()
+    return result
 
 
 class StreamJob:
@@ -195,7 +221,7 @@ class StreamJob:
         try:
             loaded = reader.load()
         except Exception as err:
-            if stream.source == "jvm" and "kafka" in str(err).lower():
+            if stream.source == "jvm" and _missing_source(err):
                 msg = (
                     "the JVM Kafka connector (spark-sql-kafka) is not available to "
                     "this Spark: add it to the cluster, or set "
@@ -311,7 +337,7 @@ class StreamJob:
             fanout.RESULT_SCHEMA,
         )
         with _step(rep, "job"):
-            result = fanout.gather(self._retry("tasks", job.toArrow))
+            result = self._retry("tasks", partial(_run_tasks, job))
         rep.valid, rep.invalid = result.valid, result.invalid
         rep.duplicates = result.duplicates
         rep.sinks.update(result.sinks)
@@ -392,16 +418,9 @@ class StreamJob:
             except RetryableSinkError as err:
                 if waited >= limit:
                     raise
-                self.report(f"{name}: {err}; retrying in {delay:.1f} s")
-            except Exception as err:  # a Spark task failing on an executor
-                found = _TASK_RETRYABLE.search(str(err))
-                if found is None or waited >= limit:
-                    raise
-                # Named by the sink that failed in the task, with its own message.
-                self.report(
-                    f"{found['sink']}: {found['message'][:300]} (in a task); "
-                    f"retrying in {delay:.1f} s"
-                )
+                # A task's error names its own sink; a driver step is named here.
+                said = str(err) if isinstance(err, fanout.TaskSinkError) else None
+                self.report(f"{said or f'{name}: {err}'}; retrying in {delay:.1f} s")
             time.sleep(delay)
             waited += delay
             delay = min(delay * 2, 10.0)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import functools
 import operator
 import typing
 import uuid
@@ -286,11 +285,3 @@ _NO_EVENT: tuple[Any, ...] = (None,) * len(_EVENT_FIELDS)
 #: Reference time for a record without a broker timestamp: no future check
 #: (still deterministic across replays).
 _NO_STAMP = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
-
-
-@functools.cache
-def arrow_schema() -> Any:
-    """The Arrow form of :func:`parsed_schema` (derived, never retyped)."""
-    from pyspark.sql.pandas.types import to_arrow_schema
-
-    return to_arrow_schema(parsed_schema(), timezone="UTC")
