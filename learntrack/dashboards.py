@@ -9,7 +9,7 @@ Runs in two places:
   library, ``grafana-foundation-sdk`` (builders for Grafana 11.6, a development
   dependency, imported only here);
 - in the API process, :func:`page_spec` hands the same panels to the
-  ``/dashboard`` page (``learntrack/api/dashboard.py``), which draws them with
+  ``/dashboard`` page (``learntrack/api/routers/dashboard.py``), which draws them with
   Plotly for machines without Grafana.
 
 Each panel names the query-service endpoint its data comes from (``url``, with

@@ -581,6 +581,8 @@ def test_infinity_reads_the_api_service_with_the_read_key_only(
 
 
 def test_prometheus_scrapes_the_api_metrics_route(defaults: Settings) -> None:
+    from fastapi.routing import iter_route_contexts
+
     from learntrack.api.app import create_app
 
     compose = services(load_compose())
@@ -594,7 +596,7 @@ def test_prometheus_scrapes_the_api_metrics_route(defaults: Settings) -> None:
         {"targets": [f"learntrack-api:{defaults.api.port}"]}
     ]
     app = create_app(get_settings(api={"read_key": "r" * 20, "write_key": "w" * 20}))
-    routes = {getattr(route, "path", None) for route in app.routes}
+    routes = {route.path for route in iter_route_contexts(app.routes)}
     assert job["metrics_path"] in routes
     # Grafana's Prometheus data source is this service, on its published port.
     (_ip, _host, target), *_ = published(prometheus)

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import Match
@@ -166,7 +167,9 @@ def poll(condition: Any, timeout_s: float = 30.0, what: str = "condition") -> An
 
 
 def app_routes() -> list[Any]:
-    return list(create_app(get_settings(api=KEYS)).routes)
+    # Flattened: since FastAPI 0.137, app.routes holds each included router as one
+    # node (no .path); FastAPI's own OpenAPI generator walks it the same way.
+    return list(iter_route_contexts(create_app(get_settings(api=KEYS)).routes))
 
 
 def route_of(path: str, routes: list[Any]) -> str | None:

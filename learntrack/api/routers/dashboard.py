@@ -1,6 +1,6 @@
 """The ``/dashboard`` page of the query service: the Grafana panels without Grafana.
 
-Runs in the API process (mounted by :func:`learntrack.api.app.create_app`). Serves
+Runs in the API process (included by :func:`learntrack.api.app.create_app`). Serves
 a static page (``learntrack/api/static/``), its script and styles, Plotly's own
 ``plotly.min.js`` from the installed ``plotly`` package (nothing is loaded from a
 CDN), and the panel list of :mod:`learntrack.dashboards` as JSON, so the page
@@ -22,7 +22,8 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from learntrack.dashboards import page_spec
 
-STATIC = Path(__file__).with_name("static")
+#: The page's own files (``learntrack/api/static/``).
+STATIC = Path(__file__).parent.parent / "static"
 #: Only these files are served from /dashboard/static/ (no path walking).
 ASSETS = {
     "dashboard.js": "text/javascript",
@@ -47,29 +48,31 @@ def plotly_bundle() -> Path:
     return bundle / "package_data" / "plotly.min.js"
 
 
-def router() -> APIRouter:
-    """The routes of the page: ``/dashboard``, its assets and its panel list."""
-    routes = APIRouter(include_in_schema=False)
-    headers = {"Content-Security-Policy": CSP, "Cache-Control": "no-cache"}
+router = APIRouter(include_in_schema=False)
+_PAGE_HEADERS = {"Content-Security-Policy": CSP, "Cache-Control": "no-cache"}
 
-    @routes.get("/dashboard")
-    def page() -> FileResponse:
-        return FileResponse(STATIC / "dashboard.html", headers=headers)
 
-    @routes.get("/dashboard/panels.json")
-    def panels() -> JSONResponse:
-        return JSONResponse(page_spec(), headers={"Cache-Control": "no-cache"})
+@router.get("/dashboard")
+def page() -> FileResponse:
+    """The page itself, under its Content Security Policy."""
+    return FileResponse(STATIC / "dashboard.html", headers=_PAGE_HEADERS)
 
-    @routes.get("/dashboard/static/{name}")
-    def asset(name: str) -> FileResponse:
-        media = ASSETS.get(name)
-        if media is None:
-            raise HTTPException(404, f"no asset {name!r}")
-        path = plotly_bundle() if name == "plotly.min.js" else STATIC / name
-        # The Plotly bundle changes only with the package version: cache it a day.
-        cache_control = "max-age=86400" if name == "plotly.min.js" else "no-cache"
-        return FileResponse(
-            path, media_type=media, headers={"Cache-Control": cache_control}
-        )
 
-    return routes
+@router.get("/dashboard/panels.json")
+def panels() -> JSONResponse:
+    """The panels to draw: those of the Grafana dashboard."""
+    return JSONResponse(page_spec(), headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/dashboard/static/{name}")
+def asset(name: str) -> FileResponse:
+    """One of :data:`ASSETS` (404 for any other name)."""
+    media = ASSETS.get(name)
+    if media is None:
+        raise HTTPException(404, f"no asset {name!r}")
+    path = plotly_bundle() if name == "plotly.min.js" else STATIC / name
+    # The Plotly bundle changes only with the package version: cache it a day.
+    cache_control = "max-age=86400" if name == "plotly.min.js" else "no-cache"
+    return FileResponse(
+        path, media_type=media, headers={"Cache-Control": cache_control}
+    )
