@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import typer
 
-from learntrack.cli import main
+from learntrack.cli import COMMAND_MODULES, main
+from learntrack.errors import LearnTrackError
+from learntrack.params import (
+    ParameterError,
+    parse_day,
+    parse_duration,
+    parse_instant,
+    parse_since,
+)
 
 
 def run_cli(
@@ -40,6 +50,12 @@ def run_cli(
         ["topics", "reset"],
         ["stream", "--trigger", "soon"],
         ["verify", "--truth", "missing.json"],
+        ["generate", "--span", "99999999999999d"],
+        ["query", "multi-region", "--since", "yesterday"],
+        ["alerts", "--since", "yesterday"],
+        ["batch", "--date", "2026-02-30"],
+        ["query", "courses", "--date", "tomorrow"],
+        ["eval"],
     ],
 )
 def test_bad_arguments_give_one_line(args: list[str]) -> None:
@@ -96,3 +112,89 @@ def test_commands_that_find_a_problem_exit_non_zero(
     assert result.returncode == 1, result.stdout + result.stderr
     assert "NO" in result.stdout
     assert main(["verify", "--truth", str(truth)]) == 1
+
+
+def test_every_declared_command_is_registered(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    paths = [path for m in COMMAND_MODULES for path in m.COMMANDS] + ["bench"]
+    assert len(paths) == len(set(paths))
+    for path in paths:
+        assert main([*path.split(), "--help"]) == 0, path
+        assert f"Usage: learntrack {path} " in capsys.readouterr().out
+
+
+def test_a_group_without_subcommand_prints_its_help() -> None:
+    result = run_cli("query")
+    assert result.returncode == 0, result.stderr
+    assert "multi-region" in result.stdout and "courses" in result.stdout
+
+
+# -- the parameter parsers (pure logic) ---------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("500ms", 0.5),
+        ("90s", 90),
+        ("30m", 1800),
+        ("2h", 7200),
+        ("1d", 86400),
+        ("1.5h", 5400),
+        (" 2 h ", 7200),
+        ("10", 10),  # bare: seconds
+        ("0", 0),
+        ("500MS", 0.5),  # the stream's trigger accepted any case
+        ("1.", 1),  # ... and a trailing or leading point
+        (".5s", 0.5),
+    ],
+)
+def test_one_duration_grammar(text: str, seconds: float) -> None:
+    assert parse_duration(text) == dt.timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["soon", "", "-1s", "1w", "1e3s", "2 hours", "1.2.3"])
+def test_a_bad_duration_is_a_usage_error_and_a_learntrack_error(text: str) -> None:
+    with pytest.raises(ParameterError, match="invalid trigger") as caught:
+        parse_duration(text, "trigger")
+    assert isinstance(caught.value, typer.BadParameter)
+    assert isinstance(caught.value, LearnTrackError)
+    assert "use e.g. 500ms, 90s" in str(caught.value)
+
+
+def test_a_duration_too_long_for_a_timedelta_is_rejected() -> None:
+    with pytest.raises(ParameterError, match="too long"):
+        parse_duration("99999999999999d")
+
+
+def test_since_reads_durations_dates_and_bare_seconds() -> None:
+    now = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC)
+    assert parse_since("2h", now) == now - dt.timedelta(hours=2)
+    assert parse_since("90s", now) == now - dt.timedelta(seconds=90)
+    assert parse_since("3600", now) == now - dt.timedelta(hours=1)
+    assert parse_since("2026-11-20", now) == dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
+    # An eight-digit number is an ISO date, not seconds.
+    assert parse_since("20261120", now) == dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
+    aware = parse_since("2026-11-20T08:00+01:00", now)
+    assert aware == dt.datetime(2026, 11, 20, 7, 0, tzinfo=dt.UTC)
+    with pytest.raises(ParameterError, match="use e.g. 2h, 7d"):
+        parse_since("yesterday", now)
+    with pytest.raises(ParameterError, match="too long ago"):
+        parse_since("99999999999d", now)
+
+
+def test_an_instant_without_zone_is_utc() -> None:
+    assert parse_instant("2026-11-21T08:00") == dt.datetime(
+        2026, 11, 21, 8, 0, tzinfo=dt.UTC
+    )
+    with pytest.raises(ParameterError, match="invalid start 'tomorrow'"):
+        parse_instant("tomorrow")
+
+
+def test_a_day_is_strictly_yyyy_mm_dd() -> None:
+    assert parse_day(" 2026-02-28 ") == dt.date(2026, 2, 28)
+    with pytest.raises(ParameterError, match="no such day") as caught:
+        parse_day("2026-02-30", "--date")
+    assert caught.value.param_hint == "--date"
+    for text in ("20260228", "2026-02-28T00:00", "tomorrow"):
+        with pytest.raises(ParameterError, match="use YYYY-MM-DD"):
+            parse_day(text)

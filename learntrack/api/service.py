@@ -640,6 +640,66 @@ class QueryService:
             points=[PipelinePoint.model_validate(p) for p in raw],
         )
 
+    # -- detection and overview (the CLI's `query multi-region`, `summary`) ----
+    def multi_region(
+        self,
+        window_s: float,
+        since: dt.datetime | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Students who acted from two or more regions within ``window_s`` seconds.
+
+        Asks the graph (see :func:`learntrack.sinks.graph.multi_region`; a driver
+        session per call), only activities at or after ``since`` when given. Each
+        row: ``studentId``, sorted ``regions`` and the ``evidence`` (the switches).
+        A driver error is an :class:`UnavailableError`.
+        """
+        from learntrack.events import utc_iso
+        from learntrack.sinks.graph import multi_region
+
+        if window_s <= 0:
+            raise InvalidQueryError("window", "must be positive")
+        check_limit(limit, "limit", 100_000)
+        start = utc_iso(to_utc(since, "since")) if since is not None else ""
+        try:
+            return multi_region(self.settings, window_s, start, limit)
+        except Exception as err:  # any driver error: one line, not a traceback
+            msg = f"graph query failed: {type(err).__name__}: {err}"
+            raise UnavailableError(msg) from err
+
+    def summary(self, top: int = 10) -> dict[str, Any]:
+        """What the stream has produced, for ``learntrack summary``.
+
+        Keys: ``events`` (MongoDB's activity count, estimated), ``activeStudents``
+        (students with an activity summary), ``activityTopic`` and ``deadLetters``
+        (records in the activity topic and in the dead-letter topic, read from
+        Kafka) and ``leaders``: the ``top`` students of the global leaderboard,
+        best first, each ``{"studentId", "profile"}`` with its stored profile
+        document (``{}`` if it has none).
+        """
+        from learntrack.topics import read_topic, topic_sizes
+
+        check_limit(top, "top", MAX_LEADERBOARD)
+        events = self.db[ACTIVITIES].estimated_document_count()
+        active = self.db[STUDENTS].count_documents({"activity": {"$exists": True}})
+        top_ids = self.redis.zrevrange(redis_store.GLOBAL_BOARD, 0, top - 1)
+        ids = [raw.decode() for raw in top_ids]
+        profiles = {
+            doc["studentId"]: doc
+            for doc in self.db[STUDENTS].find({"studentId": {"$in": ids}}, {"_id": 0})
+        }
+        sizes = topic_sizes(self.settings)
+        dead = len(read_topic(self.settings, self.settings.topics.dlq))
+        return {
+            "events": events,
+            "activeStudents": active,
+            "activityTopic": sizes[self.settings.topics.activity],
+            "deadLetters": dead,
+            "leaders": [
+                {"studentId": sid, "profile": profiles.get(sid, {})} for sid in ids
+            ],
+        }
+
 
 def _date_range(
     date_from: dt.date | None, date_to: dt.date | None

@@ -1,6 +1,9 @@
-"""CLI commands of the nightly batch: ``learntrack batch``, ``query course``.
+"""CLI commands of the nightly batch: ``learntrack batch``, ``query course(s)``.
 
-Runs in the user's terminal; :func:`register` is called by :mod:`learntrack.cli`.
+Runs in the user's terminal. Like every stage's ``commands`` module, it declares its
+commands by their path under ``learntrack`` (:data:`COMMANDS`; its groups in
+:data:`GROUPS`: none, ``query`` is the query service's); :mod:`learntrack.cli`
+registers them.
 Bad arguments are click usage errors (one line, exit code 2); a batch that cannot
 run (no lake data, Cassandra down) is a LearnTrack error (one line, exit code 1).
 """
@@ -15,19 +18,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from learntrack.params import parse_day
+
 console = Console()
 
 #: Days ``query course`` shows when no range is given (ending today, UTC).
 DEFAULT_QUERY_DAYS = 7
-
-
-def _day(text: str, option: str) -> dt.date:
-    from learntrack.batch.daily import parse_day
-
-    try:
-        return parse_day(text)
-    except ValueError as err:
-        raise typer.BadParameter(str(err), param_hint=option) from None
 
 
 def batch_days(
@@ -45,21 +41,14 @@ def batch_days(
     if yesterday:
         return [daily.yesterday()]
     if date is not None:
-        return [_day(date, "--date")]
+        return [parse_day(date, "--date")]
     if date_from is None or date_to is None:
         raise typer.BadParameter("--from and --to go together")
-    first, last = _day(date_from, "--from"), _day(date_to, "--to")
+    first, last = parse_day(date_from, "--from"), parse_day(date_to, "--to")
     try:
         return daily.day_range(first, last)
     except daily.BatchError as err:
         raise typer.BadParameter(str(err)) from None
-
-
-def register(app: typer.Typer, query_app: typer.Typer) -> None:
-    """Add ``batch`` to ``app``, ``course`` and ``courses`` to ``query_app``."""
-    app.command("batch")(batch)
-    query_app.command("course")(query_course)
-    query_app.command("courses")(query_courses)
 
 
 def batch(  # noqa: PLR0917 - typer passes options as parameters
@@ -194,9 +183,9 @@ def query_course(
             f"invalid course id {course!r}: letters, digits and _ . : @ - only",
             param_hint="COURSE",
         )
-    last = _day(date_to, "--to") if date_to else dt.datetime.now(dt.UTC).date()
+    last = parse_day(date_to, "--to") if date_to else dt.datetime.now(dt.UTC).date()
     first = (
-        _day(date_from, "--from")
+        parse_day(date_from, "--from")
         if date_from
         else last - dt.timedelta(days=DEFAULT_QUERY_DAYS - 1)
     )
@@ -235,7 +224,7 @@ def query_courses(
     from learntrack.config import get_settings
     from learntrack.sinks.cassandra import CassandraEngagementSink
 
-    day = _day(date, "--date") if date else yesterday()
+    day = parse_day(date, "--date") if date else yesterday()
     sink = CassandraEngagementSink(get_settings())
     sink.open()
     try:
@@ -271,3 +260,14 @@ def query_courses(
         f"{len(rows)} courses, {sum(r['count'] for r in rows):,} events "
         f"(one course over time: learntrack query course C --from D1 --to D2)"
     )
+
+
+#: Command groups this module introduces (none: ``query`` is the query service's).
+GROUPS: dict[str, typer.Typer] = {}
+
+#: This module's commands, by their path under ``learntrack``, in help order.
+COMMANDS = {
+    "batch": batch,
+    "query course": query_course,
+    "query courses": query_courses,
+}

@@ -15,7 +15,6 @@ nothing. Days without a lake folder are reported and left untouched in Cassandra
 from __future__ import annotations
 
 import datetime as dt
-import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -74,18 +73,6 @@ class BatchResult:
 
 
 # -- days ------------------------------------------------------------------------
-def parse_day(text: str) -> dt.date:
-    """Parse ``YYYY-MM-DD`` strictly (no other ISO forms), or raise ValueError."""
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
-        msg = f"invalid date {text!r}: use YYYY-MM-DD"
-        raise ValueError(msg)
-    try:
-        return dt.date.fromisoformat(text.strip())
-    except ValueError:
-        msg = f"invalid date {text!r}: no such day"
-        raise ValueError(msg) from None
-
-
 def day_range(first: dt.date, last: dt.date) -> list[dt.date]:
     """Every day from ``first`` to ``last`` inclusive; BatchError if empty or huge."""
     if first > last:

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 from learntrack.config import Settings
 from learntrack.errors import LearnTrackError, RetryableSinkError
+from learntrack.params import parse_duration
 from learntrack.sinks.base import Runs, StreamSink
 from learntrack.sinks.mongo import ensure_indexes
 from learntrack.sinks.pipeline import PipelineRecorder
@@ -88,18 +89,6 @@ class BatchReport:
         )
 
 
-def parse_trigger(text: str) -> float:
-    """'500ms', '2s', '1m' -> seconds (0 = as fast as possible)."""
-    text = text.strip().lower()
-    for unit, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
-        if text.endswith(unit) and text[: -len(unit)].replace(".", "", 1).isdigit():
-            return float(text[: -len(unit)]) * factor
-    if text.replace(".", "", 1).isdigit():
-        return float(text)
-    msg = f"invalid trigger {text!r}: use e.g. 500ms, 2s, 0"
-    raise LearnTrackError(msg)
-
-
 def _missing_source(err: Exception) -> bool:
     """Whether ``err`` is Spark saying a data source (format) is not installed.
 
@@ -144,7 +133,7 @@ class StreamJob:
     ) -> None:
         """Configure; nothing starts until :meth:`run`."""
         self.settings = settings
-        self.trigger_s = parse_trigger(trigger)
+        self.trigger_s = parse_duration(trigger, "trigger").total_seconds()
         self.available_now = available_now
         self.report = report
         self.checkpoint = settings.checkpoint_dir / "stream"
