@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from typing import Annotated
 
 import typer
 
@@ -119,3 +120,12 @@ def parse_day(text: str, option: str | None = None) -> dt.date:
     except ValueError:
         msg = f"invalid date {text!r}: no such day"
         raise ParameterError(msg, param_hint=option) from None
+
+
+# -- options shared by the Spark commands (stream, batch) ----------------------------
+#: ``--master``: where the Spark job runs.
+Master = Annotated[str | None, typer.Option(help="local[N] or spark://host:port.")]
+#: ``--cluster``: the local standalone cluster (`stack up --spark-cluster`).
+Cluster = Annotated[
+    bool, typer.Option("--cluster", help="Run on the local standalone cluster.")
+]

@@ -394,17 +394,7 @@ class QueryService:
         range may cover at most 366 days.
         """
         check_id(course_id, "courseId")
-        date_to = date_to or utc_now().date()
-        if date_from is None:
-            try:
-                date_from = date_to - dt.timedelta(days=6)
-            except OverflowError:
-                raise InvalidQueryError("to", "is too early") from None
-        if date_from > date_to:
-            raise InvalidQueryError("from", "must not be after to")
-        if (date_to - date_from).days + 1 > MAX_COURSE_DAYS:
-            msg = f"the range covers more than {MAX_COURSE_DAYS} days"
-            raise InvalidQueryError("from", msg)
+        date_from, date_to = _date_range(date_from, date_to)
         from learntrack.sinks.cassandra import read_course_engagement
 
         try:

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from learntrack.params import parse_day
+from learntrack.params import Cluster, Master, parse_day
 
 console = Console()
 
@@ -64,12 +64,8 @@ def batch(  # noqa: PLR0917 - typer passes options as parameters
     yesterday: Annotated[
         bool, typer.Option("--yesterday", help="Yesterday (UTC): the nightly run.")
     ] = False,
-    master: Annotated[
-        str | None, typer.Option(help="local[N] or spark://host:port.")
-    ] = None,
-    cluster: Annotated[
-        bool, typer.Option("--cluster", help="Run on the local standalone cluster.")
-    ] = False,
+    master: Master = None,
+    cluster: Cluster = False,
     dedup: Annotated[
         bool,
         typer.Option(

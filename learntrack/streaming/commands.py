@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 from learntrack.config import get_settings
-from learntrack.params import parse_duration
+from learntrack.params import Cluster, Master, parse_duration
 
 console = Console()
 
@@ -31,12 +31,8 @@ def stream(
             "--available-now", help="Process what is in Kafka now, then stop."
         ),
     ] = False,
-    master: Annotated[
-        str | None, typer.Option(help="local[N] or spark://host:port.")
-    ] = None,
-    cluster: Annotated[
-        bool, typer.Option("--cluster", help="Run on the local standalone cluster.")
-    ] = False,
+    master: Master = None,
+    cluster: Cluster = False,
     reset: Annotated[
         bool,
         typer.Option(
