@@ -20,6 +20,7 @@ from rich.table import Table
 
 from learntrack.config import get_settings, masked_dump
 from learntrack.errors import LearnTrackError
+from learntrack.params import command_group
 
 console = Console()
 
@@ -142,9 +143,11 @@ def eval_fraud(
 
 #: Command groups this module introduces: name -> the group (its help, its options).
 GROUPS = {
-    "config": typer.Typer(help="Inspect the effective settings.", no_args_is_help=True),
+    "config": command_group("Inspect the effective settings."),
     # Without a subcommand `eval` is a usage error (exit 2), not its help.
-    "eval": typer.Typer(help="Measure results against a generator truth file."),
+    "eval": command_group(
+        "Measure results against a generator truth file.", no_args_is_help=False
+    ),
 }
 
 #: This module's commands, by their path under ``learntrack``, in help order.

@@ -129,3 +129,12 @@ Master = Annotated[str | None, typer.Option(help="local[N] or spark://host:port.
 Cluster = Annotated[
     bool, typer.Option("--cluster", help="Run on the local standalone cluster.")
 ]
+
+
+def command_group(help_text: str, *, no_args_is_help: bool = True) -> typer.Typer:
+    """A command group (`learntrack <group> ...`), declared alike by every stage.
+
+    Without a subcommand a group prints its help (``no_args_is_help``), unless the
+    group says otherwise.
+    """
+    return typer.Typer(help=help_text, no_args_is_help=no_args_is_help)

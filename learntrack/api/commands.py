@@ -34,7 +34,7 @@ from learntrack.api.service import (
 )
 from learntrack.config import get_settings
 from learntrack.errors import ConfigError, PortInUseError
-from learntrack.params import parse_duration, parse_since
+from learntrack.params import command_group, parse_duration, parse_since
 
 console = Console()
 
@@ -42,20 +42,16 @@ console = Console()
 @contextmanager
 def _service() -> Iterator[QueryService]:
     """A service for one command; store and value errors become one-liners."""
-    from pymongo.errors import ConnectionFailure
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
+    from learntrack.sinks import mongo, redis
 
     service = QueryService(get_settings())
     try:
         yield service
     except InvalidQueryError as err:
         raise typer.BadParameter(str(err)) from None
-    except ConnectionFailure as err:
-        msg = f"MongoDB is unavailable ({type(err).__name__}): is the stack up?"
-        raise QueryError(msg) from err
-    except (RedisConnectionError, RedisTimeoutError) as err:
-        msg = f"Redis is unavailable ({type(err).__name__}): is the stack up?"
+    except (*mongo.unavailable_errors(), *redis.unavailable_errors()) as err:
+        store = "MongoDB" if isinstance(err, mongo.unavailable_errors()) else "Redis"
+        msg = f"{store} is unavailable ({type(err).__name__}): is the stack up?"
         raise QueryError(msg) from err
     finally:
         service.close()
@@ -367,13 +363,8 @@ def summary(
 
 #: Command groups this module introduces: name -> the group (its help, its options).
 GROUPS = {
-    "query": typer.Typer(
-        help="Ask the stores what apps, teachers and analysts ask.",
-        no_args_is_help=True,
-    ),
-    "profile": typer.Typer(
-        help="Show and change student profiles.", no_args_is_help=True
-    ),
+    "query": command_group("Ask the stores what apps, teachers and analysts ask."),
+    "profile": command_group("Show and change student profiles."),
 }
 
 #: This module's commands, by their path under ``learntrack``, in help order.

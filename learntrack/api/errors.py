@@ -21,6 +21,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from learntrack.api.models import ErrorResponse
 from learntrack.api.service import InvalidQueryError, NotFoundError, UnavailableError
+from learntrack.sinks import mongo as mongo_store
+from learntrack.sinks import redis as redis_store
 
 #: The errors every keyed endpoint may answer.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -85,15 +87,12 @@ def _store_down(store: str) -> Callable[[Request, Exception], Awaitable[Response
 
 def add_error_handlers(app: FastAPI) -> None:
     """Register the handlers above on ``app`` (once, when the app is built)."""
-    from pymongo.errors import ConnectionFailure
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
-
     # The decorator form: it takes handlers typed for their own exception.
     app.exception_handler(NotFoundError)(_not_found)
     app.exception_handler(InvalidQueryError)(_invalid)
     app.exception_handler(UnavailableError)(_unavailable)
     app.exception_handler(StarletteHTTPException)(_http_error)
-    app.add_exception_handler(ConnectionFailure, _store_down("mongo"))
-    app.add_exception_handler(RedisConnectionError, _store_down("redis"))
-    app.add_exception_handler(RedisTimeoutError, _store_down("redis"))
+    # A store that is down: 503, by the store's own list of such errors.
+    for store, errors in (("mongo", mongo_store), ("redis", redis_store)):
+        for error in errors.unavailable_errors():
+            app.add_exception_handler(error, _store_down(store))

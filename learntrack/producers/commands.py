@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from learntrack.config import get_settings
-from learntrack.params import parse_duration, parse_instant
+from learntrack.params import command_group, parse_duration, parse_instant
 
 console = Console()
 
@@ -218,9 +218,7 @@ def topics_reset(
 
 #: Command groups this module introduces: name -> the group (its help, its options).
 GROUPS = {
-    "topics": typer.Typer(
-        help="Manage LearnTrack's Kafka topics.", no_args_is_help=True
-    ),
+    "topics": command_group("Manage LearnTrack's Kafka topics."),
 }
 
 #: This module's commands, by their path under ``learntrack``, in help order.

@@ -30,10 +30,20 @@ RETRYABLE_CODES = frozenset(
 )
 
 
-def _retryable(err: Exception) -> bool:
-    from pymongo.errors import ConnectionFailure, OperationFailure
+def unavailable_errors() -> tuple[type[Exception], ...]:
+    """The driver's errors that mean MongoDB is unreachable (all retryable).
 
-    if isinstance(err, ConnectionFailure):  # AutoReconnect, timeouts, selection
+    ``ConnectionFailure``: AutoReconnect, network timeouts, server selection.
+    """
+    from pymongo.errors import ConnectionFailure
+
+    return (ConnectionFailure,)
+
+
+def _retryable(err: Exception) -> bool:
+    from pymongo.errors import OperationFailure
+
+    if isinstance(err, unavailable_errors()):
         return True
     if isinstance(err, OperationFailure):
         return err.code in RETRYABLE_CODES or err.has_error_label("RetryableWriteError")

@@ -111,10 +111,15 @@ return applied
 """
 
 
-def _retryable(err: Exception) -> bool:
+def unavailable_errors() -> tuple[type[Exception], ...]:
+    """The driver's errors that mean Redis is down or too slow (all retryable)."""
     import redis
 
-    return isinstance(err, redis.ConnectionError | redis.TimeoutError)
+    return (redis.ConnectionError, redis.TimeoutError)
+
+
+def _retryable(err: Exception) -> bool:
+    return isinstance(err, unavailable_errors())
 
 
 class RedisScoreSink(StreamSink):

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from learntrack.config import get_settings
+from learntrack.params import command_group
 
 if TYPE_CHECKING:
     from learntrack.stack.manager import Stack
@@ -112,9 +113,7 @@ def _print_status(stack: Stack) -> bool:
 
 #: Command groups this module introduces: name -> the group (its help, its options).
 GROUPS = {
-    "stack": typer.Typer(
-        help="Run the local servers (no Docker needed).", no_args_is_help=True
-    ),
+    "stack": command_group("Run the local servers (no Docker needed)."),
 }
 
 #: This module's commands, by their path under ``learntrack``, in help order.
