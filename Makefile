@@ -79,8 +79,11 @@ format: setup ## Apply ruff's fixes and formatting
 test: setup lint ## Run the full test suite against a real local stack
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+FAULT_TESTS = tests/test_crash.py tests/test_outages.py tests/test_bad_input.py \
+	tests/test_security.py
+
 soak: setup ## The long fault-injection runs (kill -9 during 200k events; docs/reliability.md)
-	LEARNTRACK_SOAK=1 $(BIN)/pytest tests/test_reliability.py $(PYTEST_ARGS)
+	LEARNTRACK_SOAK=1 $(BIN)/pytest $(FAULT_TESTS) $(PYTEST_ARGS)
 
 nightly: setup ## The nightly batch: yesterday's lake -> Cassandra (re-run a day: learntrack batch --date D)
 	$(LT) batch --yesterday

@@ -85,3 +85,27 @@ def spark() -> Iterator[Any]:
 def prefix() -> str:
     """A unique name prefix for this test's topics, collections and keys."""
     return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def restore_stack(stack: Stack, prefix: str) -> Iterator[None]:
+    """Afterwards: every server up again, this test's topics and database gone.
+
+    For tests that stop servers or publish to ``prefix`` topics: what a test
+    published must not outlive it (the broker keeps every topic on disk until its
+    retention passes).
+    """
+    yield
+    if not stack.all_running():
+        stack.up(report=lambda _m: None)
+    from confluent_kafka.admin import AdminClient
+
+    from learntrack.clients import mongo_client
+    from learntrack.topics import delete_topics
+
+    settings = stack.settings
+    admin = AdminClient(settings.kafka.client_config())
+    topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
+    delete_topics(settings, topics)
+    with mongo_client(settings) as client:
+        client.drop_database(prefix)

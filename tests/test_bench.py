@@ -33,7 +33,7 @@ from learntrack.config import Settings
 from learntrack.errors import LearnTrackError
 from learntrack.streaming.job import BatchReport
 from learntrack.topics import create_topic
-from tests.test_cli import run_cli
+from tests.helpers import run_cli
 
 #: What :func:`bench.core.machine` returns, for the report tests.
 INFO = {

@@ -37,7 +37,13 @@ from learntrack.stack.manager import Stack
 from learntrack.streaming.detect import Detector, _closest_elsewhere, alert_id
 from learntrack.streaming.job import StreamJob
 from learntrack.topics import ensure_topics, read_topic
-from tests.test_stream import assert_matches_truth, isolated, publish_data
+from tests.helpers import (
+    assert_matches_truth,
+    dataset,
+    isolated,
+    publish_data,
+    publish_records,
+)
 
 MIN = 60_000
 W = 30 * MIN
@@ -446,7 +452,6 @@ def test_a_partition_behind_in_event_time_is_not_made_late(
     partition's own watermark alerts both.
     """
     from learntrack.producers.generator import build_truth, delivery_stream
-    from tests.test_reliability import dataset, publish_records
 
     settings, _env = isolated(
         prefix, tmp_path, LEARNTRACK_STREAM__MAX_OFFSETS_PER_TRIGGER="400"

@@ -1,7 +1,7 @@
 """The one-job batch's pure parts: topology, copies, fold, freshness, the sink contract.
 
 What crosses a wire (every store, replays, kill -9) is proven against the real stack
-in ``test_stream.py``, ``test_detect.py`` and ``test_reliability.py``.
+in ``test_stream.py``, ``test_detect.py``, ``test_crash.py`` and ``test_outages.py``.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,100 +17,18 @@ from typing import Any
 
 import pytest
 
-from learntrack.config import Settings, get_settings
-from learntrack.producers.generator import (
-    Generator,
-    GeneratorConfig,
-    build_truth,
-    publish,
-)
+from learntrack.config import Settings
 from learntrack.stack.manager import Stack
 from learntrack.streaming.job import StreamJob
 from learntrack.streaming.kafka_source import checkpoint_offsets
-from learntrack.topics import ensure_topics
-from learntrack.verify import verify_all
+from tests.helpers import assert_matches_truth, isolated, publish_data
 
 pytestmark = [pytest.mark.stack, pytest.mark.spark]
-
-#: Yesterday, 00:00 UTC: recent-activity counters expire two days after their day
-#: ends, so a fixed date would make the counters' test fail as the calendar moves on.
-START = dt.datetime.now(dt.UTC).replace(
-    hour=0, minute=0, second=0, microsecond=0
-) - dt.timedelta(days=1)
-
-
-def isolated(
-    prefix: str, tmp_path: Path, **extra: str
-) -> tuple[Settings, dict[str, str]]:
-    """Settings, and the same as env vars for a subprocess: own topics, db, checkpoint.
-
-    The lake stays under the test stack's data dir (a subprocess writes it there);
-    each test starts with ``StreamJob.reset()``, which empties it.
-    """
-    env = {
-        "LEARNTRACK_TOPICS__ACTIVITY": f"{prefix}.activity",
-        "LEARNTRACK_TOPICS__DLQ": f"{prefix}.dlq",
-        "LEARNTRACK_TOPICS__ALERTS": f"{prefix}.alerts",
-        "LEARNTRACK_MONGO__DATABASE": prefix,
-        "LEARNTRACK_SPARK__CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
-        **extra,
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        settings = get_settings()
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    return settings, {**os.environ, **env}
 
 
 def publish_dataset(settings: Settings, events: int, seed: int) -> dict[str, Any]:
     """Publish a generated data set; return its truth."""
     return publish_data(settings, events, seed)[1]
-
-
-def publish_data(
-    settings: Settings, events: int, seed: int
-) -> tuple[Any, dict[str, Any]]:
-    from learntrack.producers import ActivityProducer
-
-    ensure_topics(settings)
-    data = Generator(
-        GeneratorConfig(
-            students=150,
-            courses=6,
-            events=events,
-            start=START,
-            seed=seed,
-            bad_ratio=0.02,
-            out_of_order=dt.timedelta(minutes=2),
-            weights=dict(settings.scoring.weights),
-            half_life_s=settings.scoring.half_life_s,
-        )
-    ).build()
-    with ActivityProducer(settings) as producer:
-        publish(data, producer.send_serialized)
-    return data, build_truth(data)
-
-
-def assert_matches_truth(settings: Settings, truth: dict[str, Any], spark: Any) -> None:
-    checks = verify_all(settings, truth, spark)
-    bad = [c for c in checks if not c.ok]
-    assert not bad, "\n".join(
-        f"{c.store} {c.what}: {c.expected} != {c.found}" for c in bad
-    )
-    assert {c.store for c in checks} == {
-        "mongo",
-        "redis",
-        "graph",
-        "dlq",
-        "lake",
-        "alerts",
-    }
 
 
 def _last_batch_records(spark: Any, settings: Settings) -> tuple[int, Any]:
@@ -252,7 +169,7 @@ def _stream_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "learntrack.cli", "stream", "--available-now", *args]
 
 
-# Crash and stop: tests/test_reliability.py kills `learntrack stream` with kill -9
+# Crash and stop: tests/test_crash.py kills `learntrack stream` with kill -9
 # at random moments, then stops it with SIGTERM (clean exit after the batch in
 # flight), and checks every store, the lake, the alerts and the DLQ against the
 # truth; it replaced the single-kill and SIGTERM tests that were here.
