@@ -97,25 +97,23 @@ def test_invalid_value_is_one_line_naming_the_env_var(
     assert "\n" not in message
 
 
-def test_masked_dump_hides_every_secret(
-    clean_env: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("LEARNTRACK_REDIS__PASSWORD", "s3cret-redis")
-    monkeypatch.setenv("LEARNTRACK_GRAPH__PASSWORD", "s3cret-graph")
-    monkeypatch.setenv("LEARNTRACK_MONGO__URI", "mongodb://u:s3cret-uri@h/")
-    dumped = masked_dump(get_settings())
+def test_masked_dump_hides_every_secret(clean_env: Path) -> None:
+    dumped = masked_dump(
+        get_settings(
+            redis={"password": "s3cret-redis"},
+            graph={"password": "s3cret-graph"},
+            mongo={"uri": "mongodb://u:s3cret-uri@h/"},
+        )
+    )
     text = repr(dumped)
     assert "s3cret" not in text
     assert dumped["redis"]["password"] == SECRET_MASK
     assert dumped["mongo"]["uri"] == SECRET_MASK
 
 
-def test_half_life_shorter_than_a_day_is_refused(
-    clean_env: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("LEARNTRACK_SCORING__HALF_LIFE_S", "3600")
+def test_half_life_shorter_than_a_day_is_refused(clean_env: Path) -> None:
     with pytest.raises(ConfigError, match="LEARNTRACK_SCORING__HALF_LIFE_S"):
-        get_settings()
+        get_settings(scoring={"half_life_s": 3600})
 
 
 def test_settings_are_picklable_for_spark_executors(clean_env: Path) -> None:
