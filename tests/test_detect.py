@@ -24,7 +24,6 @@ import orjson
 import pytest
 from hypothesis import strategies as st
 
-from learntrack.cli import main
 from learntrack.clients import mongo_client, redis_client
 from learntrack.config import Settings
 from learntrack.errors import LearnTrackError
@@ -43,6 +42,7 @@ from tests.helpers import (
     isolated,
     publish_data,
     publish_records,
+    run_cli,
 )
 
 MIN = 60_000
@@ -189,47 +189,48 @@ def test_evaluation_figures_are_computed_from_alerts_and_truth() -> None:
 # -- the real stream -------------------------------------------------------------------
 
 
-def _use(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
-    for key, value in env.items():
-        if key.startswith("LEARNTRACK_"):
-            monkeypatch.setenv(key, value)
-
-
 def _stored_alerts(settings: Settings) -> list[dict[str, Any]]:
     with mongo_client(settings) as client:
         return list(client[settings.mongo.database][ALERTS].find({}))
 
 
 def _check_cli(
-    truth: dict[str, Any],
-    anomalous: set[str],
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    truth: dict[str, Any], anomalous: set[str], tmp_path: Path, env: dict[str, str]
 ) -> None:
-    """`eval fraud` and `query multi-region` on the stored alerts and graph."""
+    """`eval fraud` and `query multi-region` on the stored alerts and graph.
+
+    The CLI runs as a subprocess given this test's settings as ``env``.
+    """
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, env=env)
+
     truth_file = tmp_path / "truth.json"
     truth_file.write_bytes(orjson.dumps(truth))
-    assert main(["eval", "fraud", "--truth", str(truth_file)]) == 0
-    out = capsys.readouterr().out
-    assert "100.00%" in out
-    assert "detection latency p99" in out
-    assert main(["query", "multi-region", "--window", "30m", "--json"]) == 0
-    listed = {row["studentId"] for row in json.loads(capsys.readouterr().out)}
+    done = cli("eval", "fraud", "--truth", str(truth_file))
+    assert done.returncode == 0, done.stderr
+    assert "100.00%" in done.stdout
+    assert "detection latency p99" in done.stdout
+    done = cli("query", "multi-region", "--window", "30m", "--json")
+    assert done.returncode == 0, done.stderr
+    listed = {row["studentId"] for row in json.loads(done.stdout)}
     assert listed == anomalous
     # A window shorter than every injected gap finds fewer (or no) students.
-    assert main(["query", "multi-region", "--window", "1s", "--json"]) == 0
-    assert len(json.loads(capsys.readouterr().out)) < len(anomalous)
-    assert main(["query", "multi-region", "--window", "soon"]) == 2  # noqa: PLR2004
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "invalid duration" in err
+    done = cli("query", "multi-region", "--window", "1s", "--json")
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)) < len(anomalous)
+    done = cli("query", "multi-region", "--window", "soon")
+    assert done.returncode == 2  # noqa: PLR2004
+    assert done.stderr.count("\n") == 1 and "invalid duration" in done.stderr
     missing = str(tmp_path / "nope.json")
-    assert main(["eval", "fraud", "--truth", missing]) == 2  # noqa: PLR2004
-    assert "no such file" in capsys.readouterr().err
+    done = cli("eval", "fraud", "--truth", missing)
+    assert done.returncode == 2  # noqa: PLR2004
+    assert "no such file" in done.stderr
     not_truth = tmp_path / "other.json"
     not_truth.write_text("[1, 2]")
-    assert main(["eval", "fraud", "--truth", str(not_truth)]) == 2  # noqa: PLR2004
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "not a truth file" in err
+    done = cli("eval", "fraud", "--truth", str(not_truth))
+    assert done.returncode == 2  # noqa: PLR2004
+    assert done.stderr.count("\n") == 1 and "not a truth file" in done.stderr
 
 
 @pytest.mark.stack
@@ -239,8 +240,6 @@ def test_stream_alerts_equal_the_anomalies_in_every_store_and_the_cli_reports_th
     spark: Any,
     prefix: str,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
 ) -> None:
     settings, env = isolated(prefix, tmp_path)
     job = StreamJob(settings, available_now=True, report=lambda _l: None)
@@ -285,8 +284,7 @@ def test_stream_alerts_equal_the_anomalies_in_every_store_and_the_cli_reports_th
     assert all(e["gapS"] <= 1800 for row in found for e in row["evidence"])
     assert all(len(row["regions"]) >= 2 for row in found)  # noqa: PLR2004
 
-    _use(monkeypatch, env)
-    _check_cli(truth, anomalous, tmp_path, capsys)
+    _check_cli(truth, anomalous, tmp_path, env)
 
     # Losing the checkpoint while alerts are stored is refused (the alert topic's
     # markers are keyed by batch id): restore it, or --reset.
