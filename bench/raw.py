@@ -180,15 +180,11 @@ def consume(settings: Settings, topic: str, expected: int) -> float:
     """Seconds to read every record of ``topic`` by assign + seek to the start."""
     from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+    from learntrack.streaming.kafka_source import reader_config
+
+    # The stream's own range-reader settings: the raw limit of the same read.
     consumer = Consumer(
-        {
-            **settings.kafka.client_config(),
-            "group.id": "learntrack-bench-raw",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "auto.offset.reset": "error",
-            "fetch.max.bytes": 64 * 1024 * 1024,
-        }
+        reader_config(settings.kafka.client_config(), "learntrack-bench-raw")
     )
     try:
         parts = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)

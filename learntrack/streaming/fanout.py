@@ -217,13 +217,8 @@ class TaskRetryable(Exception):  # noqa: N818 - a signal inside a task, not an e
 
 def _failure(sink: str, message: str) -> Any:
     """The result batch of a task whose sink stayed unavailable: one ``retryable``."""
-    import pyarrow as pa
-
     body = orjson.dumps({"sink": sink, "message": message})
-    return pa.RecordBatch.from_pylist(
-        [{"kind": "retryable", "key": None, "raw": None, "body": body}],
-        schema=_result_arrow_schema(),
-    )
+    return _result_batch([("retryable", None, None, body)])
 
 
 def _timed(source: Iterator[Any], waited: list[float]) -> Iterator[Any]:
@@ -241,8 +236,6 @@ def _result(
     figures: dict[str, Any], emitted: dict[str, Any], invalid: list[dict[str, Any]]
 ) -> Any:
     """The task's result batch: its figures, what its sinks emitted, dead letters."""
-    import pyarrow as pa
-
     out: list[tuple[str, bytes | None, bytes | None, bytes]] = [
         ("figures", None, None, orjson.dumps(figures)),
         ("emitted", None, None, orjson.dumps(emitted)),
@@ -257,8 +250,15 @@ def _result(
             "kafkaMs": None if stamp is None else stamp.timestamp() * 1000,
         }
         out.append(("invalid", r["key"], r["raw"], orjson.dumps(body)))
+    return _result_batch(out)
+
+
+def _result_batch(rows: list[tuple[str, bytes | None, bytes | None, bytes]]) -> Any:
+    """Rows of (kind, key, raw, body) as one Arrow batch of :data:`RESULT_SCHEMA`."""
+    import pyarrow as pa
+
     return pa.RecordBatch.from_pylist(
-        [dict(zip(("kind", "key", "raw", "body"), o, strict=True)) for o in out],
+        [dict(zip(("kind", "key", "raw", "body"), r, strict=True)) for r in rows],
         schema=_result_arrow_schema(),
     )
 

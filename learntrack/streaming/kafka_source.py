@@ -314,22 +314,28 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
 _CONSUMERS: dict[tuple[tuple[str, str], ...], Any] = {}
 
 
+def reader_config(conf: dict[str, Any], group: str) -> dict[str, Any]:
+    """A range reader's consumer settings: assign + seek, no commits, EOF per partition.
+
+    ``conf``: the cluster's client settings (``settings.kafka.client_config()``).
+    """
+    return {
+        **conf,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+        "auto.offset.reset": "error",
+        "fetch.max.bytes": 64 * 1024 * 1024,
+    }
+
+
 def _worker_consumer(conf: dict[str, Any]) -> Any:
     from confluent_kafka import Consumer
 
     key = tuple(sorted((k, str(v)) for k, v in conf.items()))
     consumer = _CONSUMERS.get(key)
     if consumer is None:
-        consumer = Consumer(
-            {
-                **conf,
-                "group.id": "learntrack-reader",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "auto.offset.reset": "error",
-                "fetch.max.bytes": 64 * 1024 * 1024,
-            }
-        )
+        consumer = Consumer(reader_config(conf, "learntrack-reader"))
         _CONSUMERS[key] = consumer
     return consumer
 
