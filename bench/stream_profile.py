@@ -186,7 +186,7 @@ def fixed_cost_figures(cost: FixedCost) -> list[Figure]:
     )
     return [
         Figure.of(f"fixed cost: a {cost.rows:,}-row batch end to end", "s",
-                  cost.seconds, note),
+                  cost.seconds, note, at_most=0.5),
         Figure.of("fixed cost: its one Spark job", "s", cost.job, note),
     ]  # fmt: skip
 
