@@ -127,7 +127,8 @@ def test_settings_are_picklable_for_spark_executors(clean_env: Path) -> None:
 def test_mongo_cache_default_is_sized_from_memory(clean_env: Path) -> None:
     from learntrack.config import GIB, Settings, default_mongo_cache_gb
 
-    assert default_mongo_cache_gb(24 * GIB) == 2.5  # noqa: PLR2004
-    assert default_mongo_cache_gb(2 * GIB) == 0.25  # noqa: PLR2004 - the floor
-    assert default_mongo_cache_gb(256 * GIB) == 4.0  # noqa: PLR2004 - the cap
+    assert default_mongo_cache_gb(24 * GIB) == 6.0  # noqa: PLR2004
+    assert default_mongo_cache_gb(GIB // 2) == 0.25  # noqa: PLR2004 - the floor
+    assert default_mongo_cache_gb(8 * GIB) == 2.0  # noqa: PLR2004
+    assert default_mongo_cache_gb(256 * GIB) == 8.0  # noqa: PLR2004 - the cap
     assert Settings(stack={"mongo_cache_gb": 0.5}).stack.mongo_cache() == 0.5  # noqa: PLR2004
