@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -296,13 +296,15 @@ class Loader:
     optional ``sessionId``/``device``/``durationMs``/``score``). Two ways in:
     :meth:`fill` (more threads, larger chunks, every index in place) and
     :meth:`insert_measured` (the sink's way). Event ids are
-    UUIDv7 in arrival order, as the SDK and the generator make them. It keeps the
+    UUIDv7 in arrival order, as the SDK and the generator make them, and event
+    times follow the same order (90 days over the whole log). It keeps the
     per-student totals the student summary needs.
     """
 
     db: Any
     pop: Population
     seed: int
+    ms_per_doc: int  # event time between two consecutive documents
     loaded: int = 0
     totals: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     by_action: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -322,6 +324,10 @@ class Loader:
         n = len(ids)
         rng = np.random.default_rng([self.seed, first])
         ev = draw_events(rng, self.pop, n, LOG_START_MS, LOG_DAYS)
+        # Event times in arrival order, as a live stream writes them (its ids are
+        # too): each index then takes its inserts where a stream's would land.
+        order = np.arange(first, first + n, dtype=np.int64)
+        ev = replace(ev, ts_ms=LOG_START_MS + order * self.ms_per_doc)
         pop = self.pop
         sids, cids = pop.ids, pop.course_ids
         regions = [DEFAULT_REGIONS[r] for r in pop.region.tolist()]
@@ -633,7 +639,8 @@ def run(ctx: BenchContext) -> Section:
     client.drop_database(database)
     try:
         ensure_indexes(settings)  # the indexes the stream's sink relies on
-        loader = Loader(client[database], pop, seed=11)
+        span_ms = LOG_DAYS * DAY_MS
+        loader = Loader(client[database], pop, 11, span_ms // size.activities)
         growth, table, ratio = _grow(ctx, settings, size, loader, rng)
         ctx.report(f"[queries] {loader.profiles():,} student profiles")
         stats = loader.db.command("collStats", ACTIVITIES)
@@ -730,8 +737,9 @@ def _grow(
     table = [
         "Cost as stored data grows. At each size, the collection is first filled "
         f"(unordered `insert_many` of {size.fill_chunk:,} from {FILL_THREADS} "
-        "threads, UUIDv7 ids in arrival order, every index in place: the log grows "
-        "as the stream grows it; not the figure), then a checkpoint is forced and "
+        "threads, UUIDv7 ids and event times in arrival order, every index in "
+        "place: the log grows as the stream grows it; not the figure), then a "
+        "checkpoint is forced and "
         f"the next {size.measured:,} documents are inserted the sink's way (later "
         f"UUIDv7 ids, unordered `insert_many` of {size.sink_chunk:,} from "
         f"{SINK_THREADS} threads): that is the insert rate. The mongod columns are "
