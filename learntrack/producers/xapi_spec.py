@@ -1068,10 +1068,9 @@ def _canonical_uuid(value: Any) -> Any:
 def _canonical_instant(value: Any) -> Any:
     """A timestamp as its instant, to the millisecond (Data 4.5.s1.b7)."""
     try:
-        moment = parse_timestamp(value, version="1.0.3")
-    except StatementError:
+        return format_timestamp(parse_timestamp(value, version="1.0.3"))
+    except (StatementError, OverflowError):  # invalid, or beyond year 9999 in UTC
         return value
-    return format_timestamp(moment)
 
 
 def _canonical_duration(value: Any) -> Any:
