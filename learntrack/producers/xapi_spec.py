@@ -20,7 +20,8 @@ What it implements, by section of the specification (ADL xAPI 1.0.3, Part Two
 - :func:`same_statement`: the Statement Comparison Requirements (Data 2.3.1).
 - :func:`format_statement`: the ``format`` parameter of GET statements
   (Communication 2.1.3) and the contextActivities array rule (Data 2.4.6.2).
-- Query helpers: :func:`parse_agent_param`, :func:`agent_ifi`,
+- :func:`parse_json`: request bodies with no property used twice (Data 2.2.s2.b2).
+- Query helpers: :func:`parse_agent_param`, :func:`agent_ifi`, :func:`person_object`,
   :func:`statement_agents`, :func:`statement_activities`,
   :func:`statement_registration`, :func:`voided_statement_id`,
   :func:`parse_timestamp`, :func:`parse_uuid`, :func:`parse_iri`,
@@ -99,7 +100,8 @@ INTERACTION_TYPES: frozenset[str] = frozenset(
 
 #: Every :attr:`StatementError.reason`.
 REASONS: tuple[str, ...] = (
-    "bad_json",  # a JSON parameter (agent) does not parse
+    "bad_json",  # a body or JSON parameter does not parse (or uses NaN/Infinity)
+    "duplicate_property",  # one object uses a property twice (Data 2.2.s2.b2)
     "bad_type",  # a value of the wrong JSON type (string for number, ...)
     "null_value",  # null outside extensions
     "missing_field",  # a required property is absent
@@ -740,7 +742,7 @@ class _Validator:
         _uuid(obj["id"], _key(path, "id"))
         return obj
 
-    def object(self, value: object, path: str, *, nested: bool) -> str:
+    def statement_object(self, value: object, path: str, *, nested: bool) -> str:
         """The statement's object, by objectType; returns the objectType."""
         _not_null(value, path)
         if not isinstance(value, dict):
@@ -912,7 +914,9 @@ class _Validator:
             _uuid(obj["id"], _key(path, "id"))
         self.actor(obj["actor"], _key(path, "actor"))
         verb = self.verb(obj["verb"], _key(path, "verb"))
-        object_type = self.object(obj["object"], _key(path, "object"), nested=sub)
+        object_type = self.statement_object(
+            obj["object"], _key(path, "object"), nested=sub
+        )
         if "result" in obj:
             self.result(obj["result"], _key(path, "result"))
         if "context" in obj:
@@ -1215,6 +1219,50 @@ def agent_ifi(agent: Mapping[str, Any]) -> str | None:
     return None
 
 
+def parse_json(text: str | bytes, *, path: str = "statement") -> Any:
+    """A request body (or a JSON parameter) parsed, as strictly as statements need.
+
+    Refuses an object that uses a property twice (Data 2.2.s2.b2: a statement MUST
+    use each property no more than one time; ``json.loads`` would keep the last)
+    and the non-JSON constants ``NaN`` and ``Infinity``.
+
+    Raises:
+        StatementError: ``bad_json`` or ``duplicate_property``, at ``path``.
+    """
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                _fail("duplicate_property", path, f"property {key!r} appears twice")
+            seen.add(key)
+        return dict(pairs)
+
+    def constant(name: str) -> NoReturn:
+        _fail("bad_json", path, f"{name} is not a JSON value")
+
+    try:
+        return json.loads(text, object_pairs_hook=unique, parse_constant=constant)
+    except StatementError:
+        raise
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        _fail("bad_json", path, f"not JSON: {err}")
+
+
+def person_object(agent: Mapping[str, Any]) -> dict[str, Any]:
+    """The Person object the Agents resource returns for one Agent (Communication 2.4).
+
+    ``{"objectType": "Person", "name": [...], "mbox": [...], ...}``: each property
+    the agent has, as a one-element array (the LRS knows no other identities of
+    the person).
+    """
+    person: dict[str, Any] = {"objectType": "Person"}
+    for key in ("name", *_IFIS):
+        if key in agent:
+            person[key] = [copy.deepcopy(agent[key])]
+    return person
+
+
 def parse_agent_param(text: str) -> dict[str, Any]:
     """The ``agent`` query parameter: a JSON Agent or identified Group.
 
@@ -1225,11 +1273,7 @@ def parse_agent_param(text: str) -> dict[str, Any]:
         StatementError: ``bad_json`` (not JSON) or the agent's rule broken
             (``bad_actor``...), path ``agent``.
     """
-    try:
-        value = json.loads(text)
-    except ValueError as err:
-        _fail("bad_json", "agent", f"not JSON: {err}")
-    agent = _Validator("1.0.3").actor(value, "agent")
+    agent = _Validator("1.0.3").actor(parse_json(text, path="agent"), "agent")
     if agent_ifi(agent) is None:
         _fail(
             "bad_actor",
