@@ -243,6 +243,7 @@ REFUSED: list[Rule] = [
     refused("registration-not-uuid", "D 2.4.6", "registration is a UUID", LONG, {"context.registration": "AA97B177-9383-4934-8543-0F91A7A028368"}, "bad_uuid", f"{S}.context.registration"),  # noqa: E501
     refused("team-not-group", "D 2.4.6", "team is a Group (objectType Group required)", LONG, {"context.team.objectType": DELETE}, "missing_field", f"{S}.context.team.objectType"),  # noqa: E501
     refused("context-activities-key", "D 2.4.6.2.s4.b1", "every key in contextActivities MUST be parent, grouping, category or other", LONG, {"context.contextActivities.parents": [{"id": "https://learntrack.example/p"}]}, "unknown_property", f"{S}.context.contextActivities.parents"),  # noqa: E501
+    refused("context-activities-empty", "D 2.4.6.2 (conformance)", "a contextActivities object has at least one entry (ADL conformance suite)", LONG, {"context.contextActivities": {}}, "bad_context", f"{S}.context.contextActivities"),  # noqa: E501
     refused("context-activities-value", "D 2.4.6.2.s4.b2", "every contextActivities value MUST be an Activity or an array of Activities", LONG, {"context.contextActivities.parent": "https://learntrack.example/p"}, "bad_context", f"{S}.context.contextActivities.parent"),  # noqa: E501
     refused("context-activity-no-id", "D 2.4.6.2.s4.b2", "each context Activity is a valid Activity (id required)", LONG, {"context.contextActivities.other.1.id": DELETE}, "missing_field", f"{S}.context.contextActivities.other[1].id"),  # noqa: E501
     refused("revision-not-activity", "D 2.4.6.s4.b1", "revision MUST only be used if the object is an Activity", AS_AGENT, {"context.revision": "2"}, "bad_context", f"{S}.context.revision"),  # noqa: E501
@@ -1057,6 +1058,7 @@ def _contexts(draw: st.DrawFn, *, activity_object: bool, v2: bool) -> dict[str, 
             st.dictionaries(
                 st.sampled_from(["parent", "grouping", "category", "other"]),
                 _activities() | st.lists(_activities(), max_size=2),
+                min_size=1,
                 max_size=4,
             ),
         ),

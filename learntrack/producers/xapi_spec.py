@@ -39,7 +39,9 @@ choices made (each one is tested in ``tests/test_xapi_spec.py``):
   the irregular grandfathered tags, no repeated extension singleton). A language
   map must have at least one entry (as the ADL conformance suite expects).
   ``context.language`` is any non-empty string: the conformance suite sends
-  50-letter values there and expects them stored.
+  50-letter values there and expects them stored. An empty contextActivities
+  object is refused (the conformance suite expects it; the text says only
+  SHOULD NOT for empty objects, which are otherwise accepted).
 - Timestamps: ISO 8601 calendar date and time, extended or basic format, ``T``
   (or a space, as RFC 3339 allows) between them, seconds and fractions optional
   (any number of fraction digits, ``.`` or ``,``), offset ``Z``, ``+hh``,
@@ -833,6 +835,8 @@ class _Validator:
     def context_activities(self, value: object, path: str) -> None:
         """contextActivities: parent/grouping/category/other, each Activity or list."""
         obj = _fields(value, path, _CONTEXT_ACTIVITY_KEYS)
+        if not obj:  # as the ADL conformance suite expects
+            _fail("bad_context", path, "contextActivities needs at least one entry")
         for key, item in obj.items():
             where = _key(path, key)
             if isinstance(item, list):
