@@ -43,6 +43,8 @@ MIN_EVENT_TIME = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 DEFAULT_MAX_FUTURE = dt.timedelta(days=1)
 #: Largest accepted serialized event (bytes); larger raw records go to the DLQ.
 MAX_EVENT_BYTES = 64 * 1024
+#: Longest accepted ``durationMs``: one day.
+MAX_DURATION_MS = 24 * 3600 * 1000
 MAX_METADATA_KEYS = 20
 MAX_METADATA_VALUE_CHARS = 256
 
@@ -149,7 +151,7 @@ class ActivityEvent(BaseModel):
     region: str = Field(min_length=1, max_length=16)
     sessionId: Identifier | None = None  # noqa: N815
     device: Device | None = None
-    durationMs: int | None = Field(None, ge=0, le=24 * 3600 * 1000)  # noqa: N815
+    durationMs: int | None = Field(None, ge=0, le=MAX_DURATION_MS)  # noqa: N815
     score: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
     metadata: dict[str, MetadataValue] | None = None
     verb: Iri | None = Field(None, validate_default=True)
