@@ -639,6 +639,7 @@ def test_a_statement_without_a_verb_iri_is_bad_verb() -> None:
         "experienced",
         {"id": "experienced"},  # no scheme: no absolute IRI
         {"id": "http://example.com/verbs/has space"},
+        {"id": "http://example.com/verbs/danced\n"},
         {"id": 7},
     ):
         assert reason_of(statement(verb=verb)).reason == "bad_verb", verb

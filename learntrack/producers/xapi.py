@@ -443,7 +443,7 @@ def verb_iri(stmt: Mapping[str, Any]) -> str:
     verb_id = verb.get("id") if isinstance(verb, Mapping) else None
     if not isinstance(verb_id, str):
         raise XapiMappingError("bad_verb", "statement has no verb id")
-    if not _IRI_RE.match(verb_id[:MAX_IRI_CHARS]):
+    if not _IRI_RE.fullmatch(verb_id[:MAX_IRI_CHARS]):
         msg = f"verb id {verb_id[:200]!r} is no absolute IRI"
         raise XapiMappingError("bad_verb", msg)
     return shorten_iri(verb_id)
@@ -490,7 +490,7 @@ def map_object(stmt: Mapping[str, Any]) -> str | None:
             return f"urn:uuid:{uuid.UUID(oid.strip())}"
         except ValueError:
             return None
-    if kind != "Activity" or not _IRI_RE.match(oid[:MAX_IRI_CHARS]):
+    if kind != "Activity" or not _IRI_RE.fullmatch(oid[:MAX_IRI_CHARS]):
         return None
     return shorten_iri(oid)
 
