@@ -102,6 +102,8 @@ def day_table(rng: np.random.Generator, pop: Population, ev: Events) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from learntrack.sinks.lake import lake_schema
+
     order = np.argsort(ev.ts_ms, kind="stable")
     student, course, action = ev.student[order], ev.course[order], ev.action[order]
     ts_ms, duration, score = ev.ts_ms[order], ev.duration_ms[order], ev.score[order]
@@ -128,7 +130,10 @@ def day_table(rng: np.random.Generator, pop: Population, ev: Events) -> Any:
         "score": pa.array(score, type=pa.float64(), mask=np.isnan(score)),
         "schemaVersion": pa.array(np.ones(n, dtype=np.int64)),
     }
-    return pa.table(columns)
+    # The lake's other columns (xAPI's verb, objectId, registration) are empty, as
+    # in the lake of a stream fed only by the SDK; columns in the lake's order.
+    schema = lake_schema()
+    return pa.table({f.name: columns.get(f.name, pa.nulls(n, f.type)) for f in schema})
 
 
 def write_day(lake: Path, day: dt.date, table: Any) -> tuple[int, int]:

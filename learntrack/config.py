@@ -302,7 +302,12 @@ class ProducerSettings(BaseModel):
 
 
 class ScoringSettings(BaseModel):
-    """Engagement score: weight per action, exponential decay by event time."""
+    """Engagement score: weight per action, exponential decay by event time.
+
+    ``other`` weighs every event of the generic action (an xAPI verb LearnTrack
+    has no action for, e.g. ``interacted`` or ``downloaded``); an action missing
+    from ``weights`` weighs 0.
+    """
 
     weights: dict[str, float] = Field(
         default_factory=lambda: {
@@ -314,6 +319,7 @@ class ScoringSettings(BaseModel):
             "forum_post": 3.0,
             "login": 0.5,
             "logout": 0.0,
+            "other": 1.0,
         }
     )
     half_life_s: float = Field(

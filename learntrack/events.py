@@ -43,15 +43,35 @@ MIN_EVENT_TIME = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 DEFAULT_MAX_FUTURE = dt.timedelta(days=1)
 #: Largest accepted serialized event (bytes); larger raw records go to the DLQ.
 MAX_EVENT_BYTES = 64 * 1024
+#: Longest accepted ``durationMs``: one day.
+MAX_DURATION_MS = 24 * 3600 * 1000
 MAX_METADATA_KEYS = 20
 MAX_METADATA_VALUE_CHARS = 256
 
+#: Longest IRI an event keeps (``verb``, ``objectId``). Web addresses stay far below
+#: it; the xAPI mapping shortens a longer one deterministically (see
+#: :func:`learntrack.producers.xapi.shorten_iri`).
+MAX_IRI_CHARS = 2048
+#: An absolute IRI as xAPI uses them (RFC 3987): a scheme, ``:``, then no white
+#: space or control characters. Not a full IRI grammar: enough to keep text that
+#: is no identifier out.
+IRI_PATTERN = r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s\x00-\x1f\x7f]*$"
+
 Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
+Iri = Annotated[
+    str, Field(min_length=1, max_length=MAX_IRI_CHARS, pattern=IRI_PATTERN)
+]
 MetadataValue = str | int | float | bool
 
 
 class Action(StrEnum):
-    """What a student did."""
+    """What a student did.
+
+    ``OTHER`` is anything the named actions do not cover: an event with it must
+    say what it was in ``verb`` (an IRI, e.g. an xAPI verb such as
+    ``http://id.tincanapi.com/verb/downloaded``). It is counted, scored (weight
+    ``other``) and logged like every action.
+    """
 
     PAGE_VIEW = "page_view"
     QUIZ_ATTEMPT = "quiz_attempt"
@@ -61,6 +81,7 @@ class Action(StrEnum):
     FORUM_POST = "forum_post"
     LOGIN = "login"
     LOGOUT = "logout"
+    OTHER = "other"
 
 
 class Device(StrEnum):
@@ -112,6 +133,10 @@ class ActivityEvent(BaseModel):
     ``eventId`` is the idempotence key everywhere (filled with a time-ordered
     UUIDv7 when absent, see :func:`uuid7`).
     ``timestamp`` is the event time; it must carry a timezone and is stored in UTC.
+    ``verb`` (an IRI, required with ``action="other"``), ``objectId`` (the IRI of
+    what was acted on: a video, a problem, a page) and ``registration`` (an xAPI
+    registration: one attempt or enrolment) are optional, so events of producers
+    that do not know them stay valid.
     Validate with a context from :func:`validation_context` to use the configured
     regions; without one, :data:`DEFAULT_REGIONS` apply.
     """
@@ -126,9 +151,14 @@ class ActivityEvent(BaseModel):
     region: str = Field(min_length=1, max_length=16)
     sessionId: Identifier | None = None  # noqa: N815
     device: Device | None = None
-    durationMs: int | None = Field(None, ge=0, le=24 * 3600 * 1000)  # noqa: N815
+    durationMs: int | None = Field(None, ge=0, le=MAX_DURATION_MS)  # noqa: N815
     score: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
     metadata: dict[str, MetadataValue] | None = None
+    verb: Iri | None = Field(None, validate_default=True)
+    objectId: Iri | None = None  # noqa: N815
+    registration: uuid.UUID | None = None
+    # Still 1: the fields above are optional and ``other`` only adds a value, so
+    # every version-1 event stays valid and means what it meant.
     schemaVersion: Literal[1] = 1  # noqa: N815 - bump with SCHEMA_VERSION
 
     @field_validator("timestamp")
@@ -180,6 +210,14 @@ class ActivityEvent(BaseModel):
             if isinstance(item, str) and len(item) > MAX_METADATA_VALUE_CHARS:
                 msg = f"metadata value {key!r} exceeds {MAX_METADATA_VALUE_CHARS} chars"
                 raise ValueError(msg)
+        return value
+
+    @field_validator("verb")
+    @classmethod
+    def _other_says_what(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("action") is Action.OTHER:
+            msg = 'action "other" needs a verb (an IRI saying what was done)'
+            raise ValueError(msg)
         return value
 
     def to_json(self) -> bytes:

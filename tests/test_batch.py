@@ -46,7 +46,8 @@ pytestmark = [pytest.mark.stack, pytest.mark.spark]
 LAKE_SCHEMA = (
     "eventId string, studentId string, courseId string, action string, "
     "timestamp timestamp, region string, sessionId string, device string, "
-    "durationMs long, score double, schemaVersion long"
+    "durationMs long, score double, verb string, objectId string, "
+    "registration string, schemaVersion long"
 )
 
 
@@ -97,7 +98,7 @@ def lake_rows(events: list[Event]) -> list[tuple[Any, ...]]:
     """Generator events as lake rows (LAKE_COLUMNS order)."""
     return [
         (eid, sid, cid, action, dt.datetime.fromtimestamp(ts / 1000, dt.UTC), region,
-         session, device, duration, score, 1)
+         session, device, duration, score, None, None, None, 1)
         for ts, eid, sid, cid, action, region, session, device, duration, score
         in events
     ]  # fmt: skip
@@ -433,18 +434,22 @@ def test_dedup_counts_a_copied_folder_once_and_foreign_actions_show_as_other(
     result = run_batch(private, spark, days, dedup=True)
     assert result.events == 1000
     assert_equals_truth(private, truth)
-    # An action the stream never writes (it validates) is counted, as "other".
+    # An action the stream never writes (it validates) is counted as "other",
+    # together with the generic action "other" (an xAPI verb without an action).
     day = _day_of(data.events[0])
     course = data.events[0][3]
     ts = data.events[0][0]
     odd: Event = (ts, "0b4e28ba-2fa1-41d2-883f-0016d3cca427", f"{prefix}odd", course,
                   "teleport", "EU", "s-odd", "web", 0, None)  # fmt: skip
-    write_lake(spark, private, [odd], batch=8)
+    generic: Event = (ts, "5d3a3d95-71e1-5746-bd1f-9bd11b63e492", f"{prefix}odd",
+                      course, "other", "EU", "s-odd", "web", 0, None)  # fmt: skip
+    write_lake(spark, private, [odd, generic], batch=8)
     (before,) = read_course_engagement(private, course, day, day)
+    assert "other" not in before["actions"]  # the generator never emits it
     run_batch(private, spark, [day], dedup=True)
     (after,) = read_course_engagement(private, course, day, day)
-    assert after["count"] == before["count"] + 1
-    assert after["actions"] == {**before["actions"], "other": 1}
+    assert after["count"] == before["count"] + 2
+    assert after["actions"] == {**before["actions"], "other": 2}
     assert sum(after["actions"].values()) == after["count"]
 
 

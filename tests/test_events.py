@@ -88,6 +88,13 @@ def test_filled_event_ids_are_time_ordered_uuid7() -> None:
         ({"metadata": {f"k{i}": i for i in range(30)}}, "metadata"),
         ({"unexpected": 1}, "unexpected"),
         ({"schemaVersion": 2}, "schemaVersion"),
+        ({"action": "other"}, "verb"),  # the generic action says what it was
+        ({"verb": "not an iri"}, "verb"),
+        ({"verb": "https://x.example/has space"}, "verb"),
+        ({"verb": "https://x.example/a\nb"}, "verb"),
+        ({"objectId": "https://x.example/" + "a" * 2040}, "objectId"),
+        ({"objectId": ""}, "objectId"),
+        ({"registration": "not-a-uuid"}, "registration"),
     ],
 )
 def test_invalid_values_are_rejected_naming_the_field(
@@ -127,24 +134,58 @@ def test_required_actions_exist() -> None:
         "forum_post",
         "login",
         "logout",
+        "other",
     }
 
 
+def test_the_xapi_fields_are_optional_and_kept() -> None:
+    plain = ActivityEvent.model_validate(valid(), context=CTX)
+    assert (plain.verb, plain.objectId, plain.registration) == (None, None, None)
+    assert b"verb" not in plain.to_json()  # old consumers see the old wire form
+    event = ActivityEvent.model_validate(
+        valid(
+            action="other",
+            verb="http://id.tincanapi.com/verb/downloaded",
+            objectId="https://lms.example.edu/c/BD101/files/notes.pdf",
+            registration="EC531277-B57B-4C15-8D91-D292C5B2B8F7",
+        ),
+        context=CTX,
+    )
+    assert event.action is Action.OTHER
+    assert event.registration == uuid.UUID("ec531277-b57b-4c15-8d91-d292c5b2b8f7")
+    assert b'"registration":"ec531277-b57b-4c15-8d91-d292c5b2b8f7"' in event.to_json()
+    # A known action may carry its verb too; an IRI may be a URN, 2,048 chars long.
+    long_iri = "urn:x:" + "a" * 2042
+    quiz = ActivityEvent.model_validate(
+        valid(verb="http://adlnet.gov/expapi/verbs/answered", objectId=long_iri),
+        context=CTX,
+    )
+    assert quiz.objectId == long_iri and len(long_iri) == 2048
+
+
 ids = st.from_regex(r"[A-Za-z0-9_.:@-]{1,64}", fullmatch=True)
+iris = st.from_regex(r"[a-z][a-z0-9+.-]{0,9}:[!-~\u00e9\u4e2d]{0,80}", fullmatch=True)
+#: (action, verb): the generic action always with a verb, the others with or without.
+acts = st.tuples(st.sampled_from(list(Action)), st.none() | iris).filter(
+    lambda a: a[0] is not Action.OTHER or a[1] is not None
+)
 events = st.builds(
-    lambda sid, cid, action, ts, region, score, duration, meta: ActivityEvent(
+    lambda sid, cid, act, ts, region, score, duration, meta, obj, reg: ActivityEvent(
         studentId=sid,
         courseId=cid,
-        action=action,
+        action=act[0],
         timestamp=ts,
         region=region,
         score=score,
         durationMs=duration,
         metadata=meta,
+        verb=act[1],
+        objectId=obj,
+        registration=reg,
     ),
     ids,
     ids,
-    st.sampled_from(list(Action)),
+    acts,
     st.datetimes(
         min_value=dt.datetime(2000, 1, 2),  # noqa: DTZ001 - hypothesis adds tz
         max_value=dt.datetime(2026, 11, 1),  # noqa: DTZ001
@@ -159,6 +200,8 @@ events = st.builds(
         st.integers(-(2**31), 2**31) | st.text(max_size=20) | st.booleans(),
         max_size=5,
     ),
+    st.none() | iris,
+    st.none() | st.uuids(),
 )
 
 
@@ -188,6 +231,8 @@ def test_spark_schema_is_derived_from_the_model() -> None:
     assert by_name["metadata"].dataType == T.MapType(T.StringType(), T.StringType())
     assert by_name["studentId"].nullable is False
     assert by_name["sessionId"].nullable is True
+    for name in ("verb", "objectId", "registration"):
+        assert by_name[name].dataType == T.StringType() and by_name[name].nullable
     profile = spark_schema(StudentProfile)
     assert profile.fieldNames() == [
         "studentId",

@@ -173,9 +173,9 @@ def aggregate(
     for r in per_day.collect():  # one row per course and day: small
         count, active = int(r["count"]), int(r["active"])
         acts = {a.value: int(r[f"a{i}"]) for i, a in enumerate(actions) if r[f"a{i}"]}
-        other = count - sum(acts.values())
-        if other:  # not written by our stream (its events are validated)
-            acts["other"] = other
+        foreign = count - sum(acts.values())
+        if foreign:  # not written by our stream (its events are validated)
+            acts[Action.OTHER.value] = acts.get(Action.OTHER.value, 0) + foreign
         rows.append(
             CourseDayRow(
                 course_id=r["courseId"],

@@ -1,28 +1,46 @@
-"""The xAPI importer: Experience API statements -> activity events on the log.
+"""The xAPI mapping: Experience API statements -> activity events on the log.
 
-Runs in the importing process (``learntrack import-xapi`` or a library caller).
-:func:`map_statement` is pure: it maps one xAPI statement (a dict) to one
-:class:`~learntrack.events.ActivityEvent`, or raises :class:`XapiMappingError` with a
-stable reason code. :func:`import_xapi` reads a JSON-lines file (``.gz`` too), maps
-each line, publishes the valid events keyed by ``studentId`` and, on request, every
-rejected line to the dead-letter topic. Bad input never stops an import: each bad
-line is counted under its reason.
+Runs in the process that receives statements: ``learntrack import-xapi`` (or a
+library caller) and the API's xAPI endpoint. :func:`map_statement` is pure: it maps
+one xAPI statement (a dict) to one :class:`~learntrack.events.ActivityEvent`, or
+raises :class:`XapiMappingError` with a stable reason code. :func:`import_xapi`
+reads a JSON-lines file (``.gz`` too), maps each line, publishes the valid events
+keyed by ``studentId`` and, on request, every rejected line to the dead-letter
+topic. Bad input never stops an import: each bad line is counted under its reason.
 
-The mapping:
+Nothing valid is rejected: a statement valid per xAPI becomes an event unless the
+event model cannot hold it (its time is before 2000 or too far in the future:
+``timestamp_out_of_range``) or it is no activity (a voiding statement:
+``voiding``). A part the event cannot hold is left out, never a reason to reject.
 
-- ``studentId``: ``actor.account.name``, else ``actor.mbox`` without ``mailto:``,
-  else ``actor.mbox_sha1sum``; used as is, so an id outside
-  :data:`~learntrack.events.ID_PATTERN` is rejected (``bad_actor``), never mangled.
-- ``action``: the verb IRI through :data:`VERB_ACTIONS`; ``completed`` and the
-  session verbs depend on the object (see :func:`map_verb`).
+The mapping (``docs/xapi.md`` has it as a table):
+
+- ``studentId``: the actor's ``account.name``, else ``mbox`` without ``mailto:``,
+  else ``mbox_sha1sum``, else ``openid``. One that does not fit
+  :data:`~learntrack.events.ID_PATTERN` becomes a stable id: an ``mbox`` its
+  SHA-1 (exactly the statement's ``mbox_sha1sum`` would be), others
+  ``account:``/``openid:`` and 40 hex digits of a SHA-256 (:func:`agent_id`). A
+  Group without an identifier is ``group:`` and a hash of its members' ids.
+- ``action``: the verb IRI through :data:`VERB_ACTIONS` (``completed`` and the
+  session verbs depend on the object, see :func:`map_verb`); any other verb is
+  :attr:`~learntrack.events.Action.OTHER`. ``verb`` keeps the verb IRI on every
+  event.
+- ``objectId``: the object Activity's id; a StatementRef's ``urn:uuid:<id>``; a
+  SubStatement's own object the same way; none for an Agent or Group (a person is
+  no content, and the activity log keeps no second person's address).
 - ``courseId``: the first ``context.contextActivities.parent`` id, else the first
-  ``grouping`` id, else the object's id, reduced by :func:`course_id_from_iri`.
-- ``timestamp``: ``timestamp`` (else the LRS's ``stored``); it must carry an offset.
+  ``grouping`` id (the SubStatement's context next), else the object activity's
+  id, reduced by :func:`course_id_from_iri`; else :data:`UNKNOWN_COURSE`.
+- ``timestamp``: ``timestamp``, else the statement's ``stored``, else the
+  receiver's ``stored`` time; without an offset it is UTC.
 - ``region``: a context extension whose key ends in ``/region`` (e.g.
-  :data:`REGION_EXTENSION`), else the importer's default region.
-- ``score``: ``result.score.scaled`` (or raw/min/max) for quiz attempts;
-  ``durationMs``: ``result.duration`` (ISO 8601); ``sessionId``:
-  ``context.registration``.
+  :data:`REGION_EXTENSION`) naming a configured region, else the default region.
+- ``registration``: ``context.registration``; ``sessionId``: a context extension
+  whose key ends in ``/session-id`` or ``/sessionid`` (:data:`SESSION_EXTENSIONS`
+  first).
+- ``score``: ``result.score.scaled`` (or raw/min/max) for quiz attempts, a negative
+  one as 0; ``durationMs``: ``result.duration`` (ISO 8601) when it has a fixed
+  length of at most a day, else left out and its text kept in ``metadata``.
 - ``eventId``: ``uuid5(XAPI_NAMESPACE, statement id)`` (a canonical JSON of the
   statement when it has no id), so importing a file twice yields the same ids and
   the downstream dedup by ``eventId`` keeps one copy.
@@ -34,6 +52,7 @@ import datetime as dt
 import gzip
 import hashlib
 import json
+import math
 import re
 import uuid
 import zlib
@@ -51,8 +70,13 @@ from pydantic import ValidationError
 from learntrack.config import Settings
 from learntrack.errors import LearnTrackError
 from learntrack.events import (
+    DEFAULT_REGIONS,
     ID_PATTERN,
+    IRI_PATTERN,
+    MAX_DURATION_MS,
     MAX_EVENT_BYTES,
+    MAX_IRI_CHARS,
+    MAX_METADATA_VALUE_CHARS,
     Action,
     ActivityEvent,
     describe_error,
@@ -66,8 +90,19 @@ XAPI_NAMESPACE = uuid.UUID("6f1f3f0e-2b7c-5a43-9f27-6c0e1d8a4b52")
 #: The context extension LearnTrack reads the region from (any key ending in
 #: ``/region`` is accepted too).
 REGION_EXTENSION = "https://learntrack.dev/xapi/region"
+#: Context extensions a session id is read from, in this order (then any key
+#: ending in ``/session-id`` or ``/sessionid``): the video profile's, cmi5's.
+SESSION_EXTENSIONS = (
+    "https://w3id.org/xapi/video/extensions/session-id",
+    "https://w3id.org/xapi/cmi5/context/extensions/sessionid",
+)
+#: The course of a statement that names no activity at all (e.g. an Agent object
+#: without context).
+UNKNOWN_COURSE = "unknown"
 
 ADL = "http://adlnet.gov/expapi/verbs/"
+#: The verb of a voiding statement: it retracts another statement, it is no activity.
+VOIDED = ADL + "voided"
 VIDEO = "https://w3id.org/xapi/video/verbs/"
 VIDEO_ACTIVITY_TYPE = "https://w3id.org/xapi/video/activity-type/video"
 VIDEO_PROFILE = "https://w3id.org/xapi/video"
@@ -80,7 +115,8 @@ ASSESSMENT_TYPES = frozenset(
     }
 )
 
-#: Verb IRI -> action, for objects that are not videos.
+#: Verb IRI -> action, for objects that are not videos. Any other verb maps to
+#: :attr:`~learntrack.events.Action.OTHER`.
 VERB_ACTIONS: dict[str, Action] = {
     ADL + "experienced": Action.PAGE_VIEW,
     ADL + "launched": Action.PAGE_VIEW,
@@ -116,20 +152,24 @@ VIDEO_VERB_ACTIONS: dict[str, Action] = {
     ADL + "experienced": Action.VIDEO_PLAY,
 }
 
-#: Every reason a line can be rejected for (the DLQ ``reason`` field).
+#: Every reason a line or statement can be rejected for (the DLQ ``reason`` field).
+#: Only ``voiding`` and ``timestamp_out_of_range`` (and ``invalid_event`` with a
+#: default region that is not configured) can happen to a statement valid per xAPI;
+#: the others mean the input is no valid statement.
 REASONS: tuple[str, ...] = (
-    "bad_json",
-    "not_a_statement",
-    "bad_actor",
-    "unmapped_verb",
-    "no_course",
-    "invalid_timestamp",
-    "invalid_duration",
-    "invalid_event",
-    "unreadable",
+    "bad_json",  # the line is no JSON
+    "not_a_statement",  # no JSON object
+    "bad_actor",  # no actor, or an actor without any identifier
+    "bad_verb",  # no verb, or its id is no absolute IRI
+    "voiding",  # a voiding statement: the LRS's business, no activity
+    "invalid_timestamp",  # no ISO 8601 time, or no time at all
+    "timestamp_out_of_range",  # before 2000 or beyond the tolerated future
+    "invalid_event",  # the built event breaks the contract otherwise
+    "unreadable",  # the file breaks off (a truncated gzip)
 )
 
 _ID_RE = re.compile(ID_PATTERN)
+_IRI_RE = re.compile(IRI_PATTERN)
 _ID_CHARS_RE = re.compile(r"[^A-Za-z0-9_.:@-]+")
 _MAX_ID = 64
 _NUM = r"(\d+(?:\.\d+)?)"
@@ -209,6 +249,10 @@ def statement_event_id(stmt: Mapping[str, Any]) -> uuid.UUID:
     return uuid.uuid5(XAPI_NAMESPACE, name)
 
 
+def _digest(text: str, chars: int = 40) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:chars]
+
+
 def course_id_from_iri(iri: str) -> str | None:
     """A course id (fitting ``ID_PATTERN``) from an activity IRI; None if empty.
 
@@ -228,21 +272,32 @@ def course_id_from_iri(iri: str) -> str | None:
     if not text:
         return None
     if len(text) > _MAX_ID:
-        digest = hashlib.sha256(iri.encode()).hexdigest()[:8]
-        text = f"{text[:55]}-{digest}"
+        text = f"{text[:55]}-{_digest(iri, 8)}"
     return text
 
 
-def parse_duration_ms(value: Any) -> int:
+def shorten_iri(iri: str) -> str:
+    """``iri`` if it fits the event (:data:`~learntrack.events.MAX_IRI_CHARS`).
+
+    A longer one keeps its first characters and ends in ``~sha256:`` and 16 hex
+    digits of the whole IRI's SHA-256: no longer an address to follow, but a
+    stable identifier that two long IRIs do not share. Deterministic.
+    """
+    if len(iri) <= MAX_IRI_CHARS:
+        return iri
+    tail = f"~sha256:{_digest(iri, 16)}"
+    return iri[: MAX_IRI_CHARS - len(tail)] + tail
+
+
+def parse_duration_ms(value: Any) -> int | None:
     """Milliseconds of an ISO 8601 duration such as ``PT1M30.5S`` or ``P1DT2H``.
 
     Weeks, days, hours, minutes and seconds only: years and months have no fixed
-    length. Raises :class:`XapiMappingError` (``invalid_duration``) otherwise.
+    length. None for anything else (a text that is no such duration, a number).
     """
     match = _DURATION_RE.match(value) if isinstance(value, str) else None
     if match is None or value in ("P", "PT") or value.endswith("T"):
-        msg = f"result.duration {value!r} is not an ISO 8601 duration (e.g. PT1M30S)"
-        raise XapiMappingError("invalid_duration", msg)
+        return None
     seconds = sum(
         (
             Decimal(g) * unit
@@ -265,18 +320,34 @@ def _first_id(activities: Any) -> str | None:
     return None
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
 def _context(stmt: Mapping[str, Any]) -> Mapping[str, Any]:
-    ctx = stmt.get("context")
-    return ctx if isinstance(ctx, Mapping) else {}
+    return _mapping(stmt.get("context"))
 
 
 def _object(stmt: Mapping[str, Any]) -> Mapping[str, Any]:
-    obj = stmt.get("object")
-    return obj if isinstance(obj, Mapping) else {}
+    return _mapping(stmt.get("object"))
 
 
 def _is_activity(obj: Mapping[str, Any]) -> bool:
     return obj.get("objectType", "Activity") == "Activity"
+
+
+def _sub_statement(stmt: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The object when it is a SubStatement, else an empty mapping."""
+    obj = _object(stmt)
+    return obj if obj.get("objectType") == "SubStatement" else {}
+
+
+def _target(stmt: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The activity acted on: the object, or a SubStatement's object; else empty."""
+    obj = _object(stmt)
+    if obj.get("objectType") == "SubStatement":
+        obj = _object(obj)
+    return obj if obj and _is_activity(obj) else {}
 
 
 def _activity_type(obj: Mapping[str, Any]) -> str | None:
@@ -288,7 +359,7 @@ def _activity_type(obj: Mapping[str, Any]) -> str | None:
 
 def _is_video(stmt: Mapping[str, Any]) -> bool:
     """True if the object is a video or the statement follows the video profile."""
-    if _activity_type(_object(stmt)) == VIDEO_ACTIVITY_TYPE:
+    if _activity_type(_target(stmt)) == VIDEO_ACTIVITY_TYPE:
         return True
     activities = _context(stmt).get("contextActivities")
     category = activities.get("category") if isinstance(activities, Mapping) else None
@@ -299,168 +370,354 @@ def _is_video(stmt: Mapping[str, Any]) -> bool:
     )
 
 
+def _own_id(agent: Mapping[str, Any]) -> str | None:
+    """The student id of an agent's own identifier (IFI); None without one."""
+    account = agent.get("account")
+    name = account.get("name") if isinstance(account, Mapping) else None
+    if isinstance(name, str) and name:
+        return name if _ID_RE.fullmatch(name) else f"account:{_digest(name)}"
+    mbox = agent.get("mbox")
+    if isinstance(mbox, str) and mbox.strip():
+        address = mbox.strip().removeprefix("mailto:")
+        if _ID_RE.fullmatch(address):
+            return address
+        # What mbox_sha1sum is defined as: the SHA-1 of the mailto IRI.
+        return hashlib.sha1(f"mailto:{address}".encode()).hexdigest()  # noqa: S324
+    sha1 = agent.get("mbox_sha1sum")
+    if isinstance(sha1, str) and sha1:
+        return sha1 if _ID_RE.fullmatch(sha1) else f"sha1:{_digest(sha1)}"
+    openid = agent.get("openid")
+    if isinstance(openid, str) and openid:
+        return openid if _ID_RE.fullmatch(openid) else f"openid:{_digest(openid)}"
+    return None
+
+
+def agent_id(agent: Mapping[str, Any]) -> str | None:
+    """The student id of an Agent or Group (fits ``ID_PATTERN``); None if unknown.
+
+    Its own identifier first (``account.name``, ``mbox``, ``mbox_sha1sum``,
+    ``openid``): as it is when it fits ``ID_PATTERN``, else a stable hash of it (an
+    ``mbox`` becomes its SHA-1, the ``mbox_sha1sum`` the same person has in
+    other statements). A Group without one (anonymous) is ``group:`` and a hash of
+    its members' sorted ids, so the same members are the same student.
+    Deterministic.
+    """
+    own = _own_id(agent)
+    if own is not None or agent.get("objectType") != "Group":
+        return own
+    members = agent.get("member")
+    ids = sorted(
+        {m for m in map(_own_id, members) if m is not None}
+        if isinstance(members, list) and all(isinstance(m, Mapping) for m in members)
+        else set()
+    )
+    return f"group:{_digest(chr(10).join(ids))}" if ids else None
+
+
 def map_actor(stmt: Mapping[str, Any]) -> str:
-    """The ``studentId`` of a statement's actor (see the module docstring)."""
+    """The ``studentId`` of a statement's actor (see :func:`agent_id`).
+
+    Raises:
+        XapiMappingError: ``bad_actor``, the statement has no actor or the actor
+            no identifier (no valid xAPI statement has either).
+    """
     actor = stmt.get("actor")
     if not isinstance(actor, Mapping):
         raise XapiMappingError("bad_actor", "statement has no actor")
-    account = actor.get("account")
-    candidate: Any = None
-    if isinstance(account, Mapping) and account.get("name") is not None:
-        candidate = account.get("name")
-    elif actor.get("mbox") is not None:
-        candidate = actor.get("mbox")
-        if isinstance(candidate, str):
-            candidate = candidate.removeprefix("mailto:")
-    elif actor.get("mbox_sha1sum") is not None:
-        candidate = actor.get("mbox_sha1sum")
-    if candidate is None:
-        msg = "actor has no account.name, mbox or mbox_sha1sum"
+    student = agent_id(actor)
+    if student is None:
+        msg = (
+            "actor has no account, mbox, mbox_sha1sum or openid (nor a member with one)"
+        )
         raise XapiMappingError("bad_actor", msg)
-    if not isinstance(candidate, str) or not _ID_RE.fullmatch(candidate):
-        msg = f"actor id {str(candidate)[:80]!r} does not match {ID_PATTERN}"
-        raise XapiMappingError("bad_actor", msg)
-    return candidate
+    return student
 
 
-def map_verb(stmt: Mapping[str, Any]) -> Action:
-    """The action of a statement's verb, given its object.
+def verb_iri(stmt: Mapping[str, Any]) -> str:
+    """The statement's verb IRI, shortened to fit (:func:`shorten_iri`).
 
-    :data:`VIDEO_VERB_ACTIONS` applies first when the object is a video (or the
-    statement declares the video profile); ``completed`` on an assessment or
-    question is a quiz attempt; otherwise :data:`VERB_ACTIONS`.
+    Raises:
+        XapiMappingError: ``bad_verb``, no verb id or one that is no absolute IRI.
     """
     verb = stmt.get("verb")
     verb_id = verb.get("id") if isinstance(verb, Mapping) else None
     if not isinstance(verb_id, str):
-        raise XapiMappingError("unmapped_verb", "statement has no verb id")
+        raise XapiMappingError("bad_verb", "statement has no verb id")
+    if not _IRI_RE.fullmatch(verb_id[:MAX_IRI_CHARS]):
+        msg = f"verb id {verb_id[:200]!r} is no absolute IRI"
+        raise XapiMappingError("bad_verb", msg)
+    return shorten_iri(verb_id)
+
+
+def map_verb(stmt: Mapping[str, Any]) -> Action:
+    """The action of a statement's verb, given its object; never fails on a verb.
+
+    :data:`VIDEO_VERB_ACTIONS` applies first when the object is a video (or the
+    statement declares the video profile); ``completed`` on an assessment or
+    question is a quiz attempt; then :data:`VERB_ACTIONS`; any other verb is
+    :attr:`~learntrack.events.Action.OTHER` (its IRI goes to the event's
+    ``verb``).
+
+    Raises:
+        XapiMappingError: ``bad_verb`` (see :func:`verb_iri`).
+    """
+    verb_id = verb_iri(stmt)
     if _is_video(stmt) and verb_id in VIDEO_VERB_ACTIONS:
         return VIDEO_VERB_ACTIONS[verb_id]
-    if verb_id == ADL + "completed" and _activity_type(_object(stmt)) in (
+    if verb_id == ADL + "completed" and _activity_type(_target(stmt)) in (
         ASSESSMENT_TYPES
     ):
         return Action.QUIZ_ATTEMPT
-    try:
-        return VERB_ACTIONS[verb_id]
-    except KeyError:
-        msg = f"no action for verb {verb_id[:200]!r}"
-        raise XapiMappingError("unmapped_verb", msg) from None
+    return VERB_ACTIONS.get(verb_id, Action.OTHER)
+
+
+def map_object(stmt: Mapping[str, Any]) -> str | None:
+    """The ``objectId``: what the statement is about, as an IRI; None for a person.
+
+    An Activity's id; a StatementRef as ``urn:uuid:<id>``; for a SubStatement its
+    own object the same way. None for an Agent or Group object (a person is no
+    content, and the activity log keeps no second person's identifier) and for an
+    id that is no absolute IRI. Shortened to fit (:func:`shorten_iri`).
+    """
+    obj = _object(stmt)
+    if obj.get("objectType") == "SubStatement":
+        obj = _object(obj)
+    kind, oid = obj.get("objectType", "Activity"), obj.get("id")
+    if not isinstance(oid, str):
+        return None
+    if kind == "StatementRef":
+        try:
+            return f"urn:uuid:{uuid.UUID(oid.strip())}"
+        except ValueError:
+            return None
+    if kind != "Activity" or not _IRI_RE.fullmatch(oid[:MAX_IRI_CHARS]):
+        return None
+    return shorten_iri(oid)
 
 
 def map_course(stmt: Mapping[str, Any]) -> str:
-    """The ``courseId``: parent, else grouping, else the object activity's id."""
-    activities = _context(stmt).get("contextActivities")
-    iri = None
-    if isinstance(activities, Mapping):
-        iri = _first_id(activities.get("parent")) or _first_id(
-            activities.get("grouping")
-        )
-    obj = _object(stmt)
-    if iri is None and _is_activity(obj) and isinstance(obj.get("id"), str):
-        iri = str(obj["id"])
-    course = course_id_from_iri(iri) if iri else None
-    if course is None:
-        msg = "no parent/grouping context activity and no activity object id"
-        raise XapiMappingError("no_course", msg)
-    return course
+    """The ``courseId``; never fails (see the module docstring for the order).
+
+    An IRI that reduces to no id (only disallowed characters) gives ``c-`` and 16
+    hex digits of its SHA-256; a statement naming no activity at all,
+    :data:`UNKNOWN_COURSE`.
+    """
+    candidates: list[str | None] = []
+    for ctx in (_context(stmt), _context(_sub_statement(stmt))):
+        activities = _mapping(ctx.get("contextActivities"))
+        candidates += [
+            _first_id(activities.get("parent")),
+            _first_id(activities.get("grouping")),
+        ]
+    target_id = _target(stmt).get("id")
+    candidates.append(target_id if isinstance(target_id, str) else None)
+    for iri in candidates:
+        if iri is not None and iri.strip():
+            return course_id_from_iri(iri) or f"c-{_digest(iri, 16)}"
+    return UNKNOWN_COURSE
 
 
-def map_timestamp(stmt: Mapping[str, Any]) -> dt.datetime:
-    """The event time: ``timestamp``, else ``stored``; must carry a UTC offset."""
-    value = stmt.get("timestamp")
-    source = "timestamp"
+def map_timestamp(
+    stmt: Mapping[str, Any], stored: dt.datetime | None = None
+) -> dt.datetime:
+    """The event time: ``timestamp``, else ``stored``, else the given ``stored``.
+
+    ISO 8601 as Python reads it; a time without an offset is UTC (xAPI only says
+    a timestamp *should* carry one). ``stored`` is when the receiver (the LRS, the
+    importer) stored the statement.
+
+    Raises:
+        XapiMappingError: ``invalid_timestamp``, a time that is no ISO 8601, or
+            no time at all.
+    """
+    value, source = stmt.get("timestamp"), "timestamp"
     if value is None:
         value, source = stmt.get("stored"), "stored"
-    if not isinstance(value, str):
+    if value is None and stored is not None:
+        value = stored
+    elif not isinstance(value, str):
         msg = "statement has no timestamp" if value is None else "timestamp not text"
         raise XapiMappingError("invalid_timestamp", msg)
-    try:
-        parsed = dt.datetime.fromisoformat(value.strip())
-    except ValueError:
-        msg = f"{source} {value[:80]!r} is not ISO 8601"
-        raise XapiMappingError("invalid_timestamp", msg) from None
-    if parsed.tzinfo is None or parsed.utcoffset() is None:
-        msg = f"{source} {value[:80]!r} has no timezone offset"
-        raise XapiMappingError("invalid_timestamp", msg)
-    return parsed
+    else:
+        try:
+            value = dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            msg = f"{source} {value[:80]!r} is not ISO 8601"
+            raise XapiMappingError("invalid_timestamp", msg) from None
+    if value.tzinfo is None or value.utcoffset() is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value
 
 
-def map_region(stmt: Mapping[str, Any], default_region: str) -> Any:
-    """The region context extension (:data:`REGION_EXTENSION` first), else default."""
-    extensions = _context(stmt).get("extensions")
-    if isinstance(extensions, Mapping):
-        if REGION_EXTENSION in extensions:
-            return extensions[REGION_EXTENSION]
-        for key in sorted(k for k in extensions if isinstance(k, str)):
-            if key.endswith("/region"):
-                return extensions[key]
+def _extension(
+    extensions: Mapping[str, Any], first: tuple[str, ...], *ends: str
+) -> Any:
+    """The value of the first key of ``first`` present, else of a key with an end."""
+    for key in first:
+        if key in extensions:
+            return extensions[key]
+    for key in sorted(k for k in extensions if isinstance(k, str)):
+        if key.endswith(ends):
+            return extensions[key]
+    return None
+
+
+def _region_value(stmt: Mapping[str, Any]) -> Any:
+    """The region extension's value (:data:`REGION_EXTENSION` first); None if none."""
+    extensions = _mapping(_context(stmt).get("extensions"))
+    return _extension(extensions, (REGION_EXTENSION,), "/region")
+
+
+def map_region(
+    stmt: Mapping[str, Any],
+    default_region: str,
+    regions: frozenset[str] | None = None,
+) -> str:
+    """The region extension's region if it is one of ``regions``, else the default.
+
+    Case aside (``eu`` is ``EU``); ``regions`` defaults to
+    :data:`~learntrack.events.DEFAULT_REGIONS`.
+    """
+    wanted = regions or frozenset(DEFAULT_REGIONS)
+    value = _region_value(stmt)
+    if isinstance(value, str):
+        for candidate in (value, value.strip().upper()):
+            if candidate in wanted:
+                return candidate
     return default_region
 
 
-def _score(result: Mapping[str, Any]) -> Any:
-    """``score.scaled``, else ``(raw - min) / (max - min)``; None when absent."""
-    score = result.get("score")
-    if not isinstance(score, Mapping):
+def map_session(stmt: Mapping[str, Any]) -> str | None:
+    """The ``sessionId``: a session-id context extension (:data:`SESSION_EXTENSIONS`).
+
+    As it is when it fits ``ID_PATTERN`` (a UUID does), else ``session:`` and a
+    hash of it; None when absent or not text (or an integer).
+    """
+    value = _extension(
+        _mapping(_context(stmt).get("extensions")),
+        SESSION_EXTENSIONS,
+        "/session-id",
+        "/sessionid",
+    )
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
         return None
-    scaled = score.get("scaled")
-    if scaled is not None:
-        if isinstance(scaled, bool) or not isinstance(scaled, int | float):
-            msg = f"score: result.score.scaled {scaled!r} is not a number"
-            raise XapiMappingError("invalid_event", msg)
-        return scaled
-    numbers: list[Any] = [score.get("raw"), score.get("min"), score.get("max")]
-    if all(isinstance(n, int | float) and not isinstance(n, bool) for n in numbers):
-        raw, low, high = (float(n) for n in numbers)
-        if high > low:
-            return (raw - low) / (high - low)
+    value = value.strip()
+    return value if _ID_RE.fullmatch(value) else f"session:{_digest(value)}"
+
+
+def map_registration(stmt: Mapping[str, Any]) -> uuid.UUID | None:
+    """``context.registration`` as a UUID; None when absent or no UUID."""
+    value = _context(stmt).get("registration")
+    if not isinstance(value, str):
+        return None
+    try:
+        return uuid.UUID(value.strip())
+    except ValueError:
+        return None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def map_score(result: Mapping[str, Any]) -> float | None:
+    """A quiz score in 0..1 from ``result.score``; None when there is none.
+
+    ``scaled`` when it is in xAPI's -1..1 (a negative one counts as 0), else
+    ``(raw - min) / (max - min)`` clipped to 0..1; anything else is no score.
+    """
+    score = _mapping(result.get("score"))
+    scaled = _number(score.get("scaled"))
+    if scaled is not None and -1.0 <= scaled <= 1.0:
+        return max(scaled, 0.0)
+    raw, low, high = (_number(score.get(k)) for k in ("raw", "min", "max"))
+    if raw is not None and low is not None and high is not None and high > low:
+        return min(max((raw - low) / (high - low), 0.0), 1.0)
+    return None
+
+
+def _short_text(value: Any) -> str | None:
+    """``value`` if it is text short enough for a metadata value."""
+    if isinstance(value, str) and len(value) <= MAX_METADATA_VALUE_CHARS:
+        return value
     return None
 
 
 def map_statement(
-    stmt: Mapping[str, Any], *, default_region: str, context: dict[str, Any]
+    stmt: Mapping[str, Any],
+    *,
+    default_region: str,
+    context: dict[str, Any],
+    stored: dt.datetime | None = None,
 ) -> ActivityEvent:
     """Map one xAPI statement to a validated :class:`ActivityEvent`.
 
-    Pure; runs in the importing process. ``context`` is the event validation
-    context (``settings.event_context()``); ``default_region`` applies when the
-    statement has no region extension.
+    Pure; runs in the process that received the statement (the importer, the
+    API's LRS). ``context`` is the event validation context
+    (``settings.event_context()``); ``default_region`` applies when the statement
+    names no configured region; ``stored`` is the receiver's storage time, the
+    event time of a statement with neither ``timestamp`` nor ``stored``. The LRS
+    passes each statement it has validated and stored, with its stored time; the
+    mapping itself checks only what it reads, so it also takes the looser
+    statements of a file.
+
+    Every statement valid per xAPI maps, except a voiding statement (``voiding``:
+    it retracts another, which is the LRS's business, not an activity) and one
+    whose time the event model cannot hold (``timestamp_out_of_range``: before
+    2000-01-01 or beyond the configured future tolerance); the caller
+    dead-letters those with their reason.
 
     Raises:
         XapiMappingError: the statement cannot be mapped; ``reason`` is one of
             :data:`REASONS` (``invalid_event`` when the built event breaks the
-            contract, with the field named in the detail).
+            contract otherwise, with the field named in the detail).
     """
     if not isinstance(stmt, Mapping):
         msg = f"a statement is a JSON object, not {type(stmt).__name__}"
         raise XapiMappingError("not_a_statement", msg)
     student = map_actor(stmt)
+    verb = verb_iri(stmt)
+    if verb == VOIDED:
+        msg = "a voiding statement retracts another statement; it is no activity"
+        raise XapiMappingError("voiding", msg)
     action = map_verb(stmt)
-    course = map_course(stmt)
-    timestamp = map_timestamp(stmt)
+    metadata: dict[str, Any] = {"source": "xapi"}
     data: dict[str, Any] = {
         "eventId": statement_event_id(stmt),
         "studentId": student,
-        "courseId": course,
+        "courseId": map_course(stmt),
         "action": action,
-        "timestamp": timestamp,
-        "region": map_region(stmt, default_region),
-        "metadata": {"source": "xapi", "verb": stmt["verb"]["id"]},
+        "timestamp": map_timestamp(stmt, stored),
+        "region": map_region(stmt, default_region, context.get("regions")),
+        "sessionId": map_session(stmt),
+        "verb": verb,
+        "objectId": map_object(stmt),
+        "registration": map_registration(stmt),
+        "metadata": metadata,
     }
-    result = stmt.get("result")
-    if isinstance(result, Mapping):
-        if result.get("duration") is not None:
-            data["durationMs"] = parse_duration_ms(result["duration"])
-        if action is Action.QUIZ_ATTEMPT:
-            score = _score(result)
-            if score is not None:
-                data["score"] = score
-    registration = _context(stmt).get("registration")
-    if isinstance(registration, str) and _ID_RE.fullmatch(registration):
-        data["sessionId"] = registration
+    result = _mapping(stmt.get("result"))
+    if result.get("duration") is not None:
+        ms = parse_duration_ms(result["duration"])
+        if ms is not None and ms <= MAX_DURATION_MS:
+            data["durationMs"] = ms
+        elif (text := _short_text(result["duration"])) is not None:
+            metadata["duration"] = text  # P1M, P2D...: kept, but not as durationMs
+    if action is Action.QUIZ_ATTEMPT:
+        data["score"] = map_score(result)
+    asked = _short_text(_region_value(stmt))
+    if asked is not None and asked.strip().upper() != data["region"].upper():
+        metadata["region"] = asked  # no configured region: kept, the default used
     try:
         return ActivityEvent.model_validate(data, context=context)
     except ValidationError as err:
-        raise XapiMappingError("invalid_event", describe_error(err)) from err
+        fields = {item["loc"][:1] for item in err.errors()}
+        reason = "timestamp_out_of_range" if fields == {("timestamp",)} else None
+        raise XapiMappingError(reason or "invalid_event", describe_error(err)) from err
 
 
 # -- import (publishes) ---------------------------------------------------------
@@ -489,7 +746,7 @@ def _numbered_lines(handle: Reader) -> Iterator[Line]:
 
 
 def _map_line(
-    raw: bytes, default_region: str, context: dict[str, Any]
+    raw: bytes, default_region: str, context: dict[str, Any], stored: dt.datetime
 ) -> ActivityEvent | XapiMappingError:
     """The event of one line, or the mapping error saying why there is none."""
     try:
@@ -497,7 +754,9 @@ def _map_line(
     except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
         return XapiMappingError("bad_json", str(err)[:200])
     try:
-        return map_statement(stmt, default_region=default_region, context=context)
+        return map_statement(
+            stmt, default_region=default_region, context=context, stored=stored
+        )
     except XapiMappingError as err:
         return err
 
@@ -534,6 +793,9 @@ def import_xapi(
 
     Runs in the importing process. Blank lines are skipped; every other line is
     mapped with :func:`map_statement` and its event queued with key ``studentId``.
+    The import's start is the stored time of the file's statements: the event time
+    of one with neither ``timestamp`` nor ``stored`` (so only such a statement's
+    time differs between two imports of a file; its ``eventId`` does not).
     A bad line is counted under its reason and, with ``send_dlq`` (implied by a
     ``dlq_producer``), published unkeyed to the dead-letter topic as JSON
     ``{"reason", "detail", "source": "xapi", "file", "line", "raw"}`` (see
@@ -562,6 +824,7 @@ def import_xapi(
     """
     summary = ImportSummary()
     context = settings.event_context()
+    stored = dt.datetime.now(dt.UTC)
     try:
         handle = _open(path)
     except OSError as err:
@@ -579,7 +842,7 @@ def import_xapi(
             if broken is None and not raw.strip():
                 continue
             summary.read += 1
-            outcome = broken or _map_line(raw, default_region, context)
+            outcome = broken or _map_line(raw, default_region, context, stored)
             if isinstance(outcome, XapiMappingError):
                 summary.rejected[outcome.reason] += 1
                 if dlq_producer is not None:
