@@ -1,0 +1,256 @@
+"""``/xAPI/statements``: POST and PUT statements, GET one or a query, ``more``.
+
+Runs in the API process. The routes read their parameters themselves (the
+specification's rules: unknown parameters are 400, ``statementId`` excludes the
+filters), validate with :mod:`learntrack.producers.xapi_spec` and call the app's
+:class:`~learntrack.api.xapi.service.LrsService` in a worker thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+
+from learntrack.api.xapi import common
+from learntrack.api.xapi.common import (
+    CONSISTENT_HEADER,
+    Reader,
+    Writer,
+    XapiError,
+    bad_request,
+)
+from learntrack.api.xapi.service import (
+    LrsService,
+    Page,
+    StoreResult,
+    attachment_hashes,
+    formatted,
+    multipart_answer,
+    parse_multipart,
+)
+from learntrack.producers.xapi_spec import (
+    StatementError,
+    agent_ifi,
+    parse_agent_param,
+    validate_statements,
+)
+from learntrack.sinks.lrs import StatementFilter
+
+router = APIRouter(prefix=common.PREFIX, tags=["xAPI"])
+
+QUERY_PARAMS = {
+    "agent",
+    "verb",
+    "activity",
+    "registration",
+    "related_activities",
+    "related_agents",
+    "since",
+    "until",
+    "limit",
+    "format",
+    "attachments",
+    "ascending",
+}
+SINGLE_PARAMS = {"statementId", "voidedStatementId", "format", "attachments"}
+FORMATS = ("exact", "ids", "canonical")
+
+
+def _lrs(request: Request) -> LrsService:
+    service: LrsService = request.app.state.lrs
+    return service
+
+
+async def _statements_body(request: Request) -> tuple[Any, dict[str, Any]]:
+    """The JSON of a statements request and its attachment parts (multipart)."""
+    ctype = request.headers.get("content-type", "application/json")
+    raw = await request.body()
+    parts: dict[str, Any] = {}
+    if ctype.lower().startswith("multipart/mixed"):
+        raw, parts = parse_multipart(raw, ctype)
+    elif not ctype.lower().startswith("application/json"):
+        raise bad_request("statements are application/json or multipart/mixed")
+    try:
+        return orjson.loads(raw), parts
+    except orjson.JSONDecodeError as err:
+        raise bad_request(f"the body is not JSON: {err}") from None
+
+
+async def _store(
+    request: Request, who: common.Caller, body: Any, parts: dict[str, Any]
+) -> StoreResult:
+    version = common.version_of(request)
+    lrs = _lrs(request)
+    try:
+        statements = validate_statements(body, version=version)
+    except StatementError as err:
+        await run_in_threadpool(lrs.count, "rejected:400")
+        raise bad_request(f"{err.path}: {err.reason}") from None
+    try:
+        result = await run_in_threadpool(
+            lrs.store,
+            statements,
+            authority=common.authority(request, who),
+            version=version,
+            parts=parts,
+        )
+    except XapiError as err:
+        await run_in_threadpool(lrs.count, f"rejected:{err.status}")
+        raise
+    await run_in_threadpool(lrs.count, "accepted", len(result.ids))
+    await run_in_threadpool(lrs.count, "deadLettered", result.dead_lettered)
+    return result
+
+
+@router.post("/statements", summary="Store one statement or a list; their ids")
+async def post_statements(request: Request, who: Writer) -> Response:
+    """Validate every statement, store them, publish them; answer their ids."""
+    common.params(request, set())
+    body, parts = await _statements_body(request)
+    result = await _store(request, who, body, parts)
+    return Response(orjson.dumps(result.ids), media_type="application/json")
+
+
+@router.put("/statements", status_code=204, summary="Store a statement by its id")
+async def put_statement(request: Request, who: Writer) -> Response:
+    """``?statementId=``: store it (204); 409 if that id holds another statement."""
+    values = common.params(request, {"statementId"})
+    statement_id = common.uuid_param(values, "statementId")
+    if statement_id is None:
+        raise bad_request("parameter 'statementId' is required")
+    body, parts = await _statements_body(request)
+    if not isinstance(body, dict):
+        raise bad_request("PUT takes one statement (a JSON object)")
+    given = body.get("id")
+    if given is not None and str(given).lower() != statement_id:
+        raise bad_request("the statement's id differs from statementId")
+    body = {**body, "id": statement_id} if given is None else body
+    await _store(request, who, body, parts)
+    return Response(status_code=204)
+
+
+@router.api_route(
+    "/statements", methods=["GET", "HEAD"], summary="One statement, or a query"
+)
+async def get_statements(request: Request, who: Reader) -> Response:
+    """``statementId`` / ``voidedStatementId``, or a filtered, paged query."""
+    del who
+    names = set(request.query_params)
+    if names & {"statementId", "voidedStatementId"}:
+        return await _single(request)
+    values = common.params(request, QUERY_PARAMS)
+    return await _query(request, values, after=None)
+
+
+@router.api_route("/statements/more/{token}", methods=["GET", "HEAD"])
+async def more_statements(request: Request, token: str, who: Reader) -> Response:
+    """The next page of a query (the ``more`` IRL of the previous page)."""
+    del who
+    common.params(request, set())
+    try:
+        state = orjson.loads(base64.urlsafe_b64decode(token.encode() + b"=="))
+        values, after = dict(state["p"]), str(state["a"])
+    except (binascii.Error, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise XapiError(404, "unknown or expired more IRL") from None
+    return await _query(request, values, after=after)
+
+
+def _format(values: dict[str, str]) -> str:
+    fmt = values.get("format", "exact")
+    if fmt not in FORMATS:
+        raise bad_request("format must be exact, ids or canonical")
+    return fmt
+
+
+async def _single(request: Request) -> Response:
+    values = common.params(request, SINGLE_PARAMS)
+    if "statementId" in values and "voidedStatementId" in values:
+        raise bad_request("statementId and voidedStatementId exclude each other")
+    voided = "voidedStatementId" in values
+    name = "voidedStatementId" if voided else "statementId"
+    statement_id = common.uuid_param(values, name)
+    assert statement_id is not None  # noqa: S101 - checked above
+    fmt = _format(values)
+    with_files = common.boolean(values, "attachments")
+    lrs = _lrs(request)
+    doc = await run_in_threadpool(lrs.statement, statement_id, voided=voided)
+    body = formatted(doc["json"], fmt, common.languages(request))
+    headers = {
+        CONSISTENT_HEADER: common.iso(lrs.consistent_through()),
+        "Last-Modified": common.http_date(doc["storedAt"]),
+    }
+    if with_files:
+        hashes = attachment_hashes(orjson.loads(doc["json"]))
+        files = await run_in_threadpool(lrs.attachments, hashes)
+        content, ctype = multipart_answer(body, files)
+        return Response(content, media_type=ctype, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+def _filter(values: dict[str, str]) -> StatementFilter:
+    agent = None
+    if "agent" in values:
+        try:
+            agent = agent_ifi(parse_agent_param(values["agent"]))
+        except StatementError as err:
+            raise bad_request(f"agent: {err.reason}") from None
+    return StatementFilter(
+        agent=agent,
+        related_agents=common.boolean(values, "related_agents"),
+        verb=common.iri(values, "verb"),
+        activity=common.iri(values, "activity"),
+        related_activities=common.boolean(values, "related_activities"),
+        registration=common.uuid_param(values, "registration"),
+        since=common.timestamp(values, "since"),
+        until=common.timestamp(values, "until"),
+    )
+
+
+def _limit(values: dict[str, str]) -> int:
+    text = values.get("limit", "0")
+    if not text.isdigit():
+        raise bad_request("limit must be a non-negative integer")
+    return int(text)
+
+
+async def _query(
+    request: Request, values: dict[str, str], after: str | None
+) -> Response:
+    where = _filter(values)
+    fmt = _format(values)
+    with_files = common.boolean(values, "attachments")
+    ascending = common.boolean(values, "ascending")
+    limit = _limit(values)
+    lrs = _lrs(request)
+    through = lrs.consistent_through()
+    page: Page = await run_in_threadpool(
+        lrs.query, where, limit=limit, ascending=ascending, after=after
+    )
+    langs = common.languages(request)
+    more = ""
+    if page.after is not None:
+        state = orjson.dumps({"p": values, "a": page.after})
+        token = base64.urlsafe_b64encode(state).decode().rstrip("=")
+        root = request.scope.get("root_path", "")
+        more = f"{root}{common.PREFIX}/statements/more/{token}"
+    texts = [formatted(t, fmt, langs) for t in page.texts]
+    body = (
+        b'{"statements":[' + b",".join(texts) + b'],"more":' + orjson.dumps(more) + b"}"
+    )
+    headers = {CONSISTENT_HEADER: common.iso(through)}
+    if page.newest is not None:
+        headers["Last-Modified"] = common.http_date(page.newest)
+    if with_files:
+        hashes: set[str] = set()
+        for t in page.texts:
+            hashes |= attachment_hashes(orjson.loads(t))
+        files = await run_in_threadpool(lrs.attachments, hashes)
+        content, ctype = multipart_answer(body, files)
+        return Response(content, media_type=ctype, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
