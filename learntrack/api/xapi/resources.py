@@ -72,7 +72,7 @@ async def activities(request: Request, who: Reader) -> JSONResponse:
     return JSONResponse(found)
 
 
-# -- documents --------------------------------------------------------------------------
+# -- documents ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Resource:
     """One document resource: its kind, parameters and id parameter."""
