@@ -139,8 +139,11 @@ class XapiMiddleware:
                 return
         scope.setdefault("state", {})["xapi_version"] = version
         value = version.encode("latin-1")
+        head = scope["method"] == "HEAD"
 
         async def send_with_version(message: Message) -> None:
+            if head and message["type"] == "http.response.body":
+                message = {**message, "body": b""}  # HEAD: the GET's headers only
             if message["type"] == "http.response.start":
                 kept = [
                     (k, v)
@@ -304,8 +307,8 @@ def required(values: dict[str, str], name: str) -> str:
 
 
 def boolean(values: dict[str, str], name: str) -> bool:
-    """A ``true``/``false`` parameter (default false); 400 otherwise."""
-    value = values.get(name, "false")
+    """A ``true``/``false`` parameter (any case; default false); 400 otherwise."""
+    value = values.get(name, "false").lower()
     if value not in ("true", "false"):
         raise bad_request(f"{name} must be true or false")
     return value == "true"

@@ -8,9 +8,9 @@ filters), validate with :mod:`learntrack.producers.xapi_spec` and call the app's
 
 from __future__ import annotations
 
-import base64
-import binascii
+import re
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 from fastapi import APIRouter, Request
@@ -58,6 +58,9 @@ QUERY_PARAMS = {
     "attachments",
     "ascending",
 }
+#: The parameter of a ``more`` IRL: the ``order`` of the page's last statement.
+CURSOR = "cursor"
+_CURSOR = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z\|\d{6}\|[0-9a-f-]{36}$")
 SINGLE_PARAMS = {"statementId", "voidedStatementId", "format", "attachments"}
 FORMATS = ("exact", "ids", "canonical")
 
@@ -139,25 +142,20 @@ async def put_statement(request: Request, who: Writer) -> Response:
     "/statements", methods=["GET", "HEAD"], summary="One statement, or a query"
 )
 async def get_statements(request: Request, who: Reader) -> Response:
-    """``statementId`` / ``voidedStatementId``, or a filtered, paged query."""
+    """``statementId`` / ``voidedStatementId``, or a filtered, paged query.
+
+    A page that is not the last has a ``more`` IRL: this query with a ``cursor``
+    (the last statement's place in stored order), so pages do not shift when
+    statements arrive meanwhile.
+    """
     del who
     names = set(request.query_params)
     if names & {"statementId", "voidedStatementId"}:
         return await _single(request)
-    values = common.params(request, QUERY_PARAMS)
-    return await _query(request, values, after=None)
-
-
-@router.api_route("/statements/more/{token}", methods=["GET", "HEAD"])
-async def more_statements(request: Request, token: str, who: Reader) -> Response:
-    """The next page of a query (the ``more`` IRL of the previous page)."""
-    del who
-    common.params(request, set())
-    try:
-        state = orjson.loads(base64.urlsafe_b64decode(token.encode() + b"=="))
-        values, after = dict(state["p"]), str(state["a"])
-    except (binascii.Error, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        raise XapiError(404, "unknown or expired more IRL") from None
+    values = common.params(request, {*QUERY_PARAMS, CURSOR})
+    after = values.pop(CURSOR, None)
+    if after is not None and not _CURSOR.match(after):
+        raise bad_request(f"{CURSOR} is not one this LRS gave out")
     return await _query(request, values, after=after)
 
 
@@ -235,10 +233,10 @@ async def _query(
     langs = common.languages(request)
     more = ""
     if page.after is not None:
-        state = orjson.dumps({"p": values, "a": page.after})
-        token = base64.urlsafe_b64encode(state).decode().rstrip("=")
-        root = request.scope.get("root_path", "")
-        more = f"{root}{common.PREFIX}/statements/more/{token}"
+        # The same query from the cursor on: a client may GET it as it is, or
+        # (as ralph's LRS backend does) re-send its parameters.
+        query = urlencode({**values, CURSOR: page.after})
+        more = f"{request.scope.get('root_path', '')}{common.PREFIX}/statements?{query}"
     texts = [formatted(t, fmt, langs) for t in page.texts]
     body = (
         b'{"statements":[' + b",".join(texts) + b'],"more":' + orjson.dumps(more) + b"}"
