@@ -25,6 +25,7 @@ import base64
 import binascii
 import datetime as dt
 import hashlib
+import json
 import logging
 import threading
 import uuid
@@ -180,74 +181,65 @@ class LrsService:
                 )
                 for s in statements
             ]
-            ids = [p["id"] for p in prepared]
+            # Ids compare case-insensitively; the statement keeps the one sent.
+            ids = [str(p["id"]).lower() for p in prepared]
             if len(set(ids)) != len(ids):
                 raise bad_request("two statements of the request have the same id")
             db = self.db
             existing = lrs.stored_statements(db, ids)
-            self._check_voiding(prepared, existing)
+            self._check_voiding(prepared)
             final: dict[str, dict[str, Any]] = {}
-            for p in prepared:
-                old = existing.get(p["id"])
-                if old is None:
-                    continue
-                old_statement = orjson.loads(old["json"])
-                if not same_statement(old_statement, p):
-                    msg = f"statement {p['id']} is already stored, and differs"
-                    raise XapiError(409, msg)
-                final[p["id"]] = old_statement
-            new = [(i, p) for i, p in enumerate(prepared) if p["id"] not in existing]
+            for sid, p in zip(ids, prepared, strict=True):
+                if sid in existing:
+                    final[sid] = _same_or_conflict(existing[sid], p)
+            new = [
+                (i, sid, p)
+                for i, (sid, p) in enumerate(zip(ids, prepared, strict=True))
+                if sid not in existing
+            ]
             docs = [
                 lrs.statement_document(
-                    p["id"],
-                    orjson.dumps(p).decode(),
+                    sid,
+                    dumps(p).decode(),
                     _index(p),
                     stored=stored_at,
-                    order=lrs.order_key(stored_at, i, p["id"]),
+                    order=lrs.order_key(stored_at, i, sid),
                 )
-                for i, p in new
+                for i, sid, p in new
             ]
             lrs.inherit_targets(db, docs)
             lrs.put_attachments(db, parts)
             raced = lrs.insert_statements(db, docs)
             if raced:
-                self._check_raced(prepared, raced)
-            voids = {p["object"]["id"].lower() for _i, p in new if _voids(p)}
-            new_ids = [p["id"] for _i, p in new]
+                now = lrs.stored_statements(db, raced)
+                for _i, sid, p in new:
+                    if sid in raced:
+                        final[sid] = _same_or_conflict(now[sid], p)
+            voids = {str(p["object"]["id"]).lower() for _i, _s, p in new if _voids(p)}
+            new_ids = [sid for _i, sid, _p in new]
             lrs.void_statements(db, voids | lrs.voided_targets(db, new_ids))
-            for p in prepared:
-                final.setdefault(p["id"], p)
-            result = StoreResult(ids=ids, stored=len(new) - len(raced))
-            self._publish([final[i] for i in ids], result)
+            for sid, p in zip(ids, prepared, strict=True):
+                final.setdefault(sid, p)
+            result = StoreResult(
+                ids=[str(p["id"]) for p in prepared], stored=len(new) - len(raced)
+            )
+            self._publish([final[sid] for sid in ids], result)
             return result
         finally:
             self._end(token)
 
-    def _check_voiding(
-        self, prepared: list[dict[str, Any]], existing: dict[str, dict[str, Any]]
-    ) -> None:
+    def _check_voiding(self, prepared: list[dict[str, Any]]) -> None:
         """400 when a voiding statement targets a voiding statement."""
-        targets = {p["object"]["id"].lower() for p in prepared if _voids(p)}
+        targets = {str(p["object"]["id"]).lower() for p in prepared if _voids(p)}
         if not targets:
             return
-        in_request = {p["id"] for p in prepared if _voids(p)}
+        in_request = {str(p["id"]).lower() for p in prepared if _voids(p)}
         stored = lrs.stored_statements(self.db, targets)
         for target in targets:
             doc = stored.get(target)
             if target in in_request or (doc is not None and doc.get("voids")):
                 msg = f"statement {target} voids another: it cannot be voided"
                 raise bad_request(msg)
-        del existing
-
-    def _check_raced(self, prepared: list[dict[str, Any]], raced: set[str]) -> None:
-        """Ids another request stored meanwhile must hold the same statement."""
-        now = lrs.stored_statements(self.db, raced)
-        for p in prepared:
-            if p["id"] in raced and not same_statement(
-                orjson.loads(now[p["id"]]["json"]), p
-            ):
-                msg = f"statement {p['id']} is already stored, and differs"
-                raise XapiError(409, msg)
 
     def _publish(self, statements: list[dict[str, Any]], result: StoreResult) -> None:
         """Map and publish; wait for the acknowledgements (503 if none come)."""
@@ -326,7 +318,7 @@ class LrsService:
     def activity(self, activity_id: str) -> dict[str, Any]:
         """The Activity with the latest definition seen in stored statements."""
         for text in lrs.statements_about_activity(self.db, activity_id):
-            found = _definition(orjson.loads(text), activity_id)
+            found = _definition(loads(text), activity_id)
             if found is not None:
                 return {
                     "objectType": "Activity",
@@ -393,6 +385,36 @@ class LrsService:
 
 
 # -- helpers (pure) -----------------------------------------------------------------
+def dumps(value: Any) -> bytes:
+    """JSON bytes; integers beyond 64 bits too (valid JSON orjson refuses)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return text.encode()
+
+
+def loads(raw: bytes | str) -> Any:
+    """Parse JSON; integers beyond 64 bits too. ValueError if it is not JSON."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+
+        def reject(name: str) -> Any:
+            raise ValueError(name)
+
+        return json.loads(raw, parse_constant=reject)
+
+
+def _same_or_conflict(doc: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The stored statement if ``new`` is the same statement; else 409."""
+    old = loads(doc["json"])
+    if not same_statement(old, new):
+        msg = f"statement {new['id']} is already stored, and differs"
+        raise XapiError(409, msg)
+    return dict(old)
+
+
 def _voids(stmt: Mapping[str, Any]) -> bool:
     verb = stmt.get("verb")
     return isinstance(verb, Mapping) and verb.get("id") == VOIDED
@@ -546,7 +568,7 @@ def formatted(text: str, fmt: str, langs: list[str]) -> bytes:
     """A stored statement's JSON in ``fmt`` (exact: the stored bytes)."""
     if fmt == "exact":
         return text.encode()
-    return orjson.dumps(format_statement(orjson.loads(text), fmt, langs))
+    return dumps(format_statement(loads(text), fmt, langs))
 
 
 def _definition(stmt: Mapping[str, Any], activity_id: str) -> dict[str, Any] | None:

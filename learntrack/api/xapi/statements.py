@@ -31,6 +31,7 @@ from learntrack.api.xapi.service import (
     StoreResult,
     attachment_hashes,
     formatted,
+    loads,
     multipart_answer,
     parse_multipart,
 )
@@ -80,8 +81,8 @@ async def _statements_body(request: Request) -> tuple[Any, dict[str, Any]]:
     elif not ctype.lower().startswith("application/json"):
         raise bad_request("statements are application/json or multipart/mixed")
     try:
-        return orjson.loads(raw), parts
-    except orjson.JSONDecodeError as err:
+        return loads(raw), parts
+    except ValueError as err:
         raise bad_request(f"the body is not JSON: {err}") from None
 
 
@@ -184,7 +185,7 @@ async def _single(request: Request) -> Response:
         "Last-Modified": common.http_date(doc["storedAt"]),
     }
     if with_files:
-        hashes = attachment_hashes(orjson.loads(doc["json"]))
+        hashes = attachment_hashes(loads(doc["json"]))
         files = await run_in_threadpool(lrs.attachments, hashes)
         content, ctype = multipart_answer(body, files)
         return Response(content, media_type=ctype, headers=headers)
@@ -247,7 +248,7 @@ async def _query(
     if with_files:
         hashes: set[str] = set()
         for t in page.texts:
-            hashes |= attachment_hashes(orjson.loads(t))
+            hashes |= attachment_hashes(loads(t))
         files = await run_in_threadpool(lrs.attachments, hashes)
         content, ctype = multipart_answer(body, files)
         return Response(content, media_type=ctype, headers=headers)
