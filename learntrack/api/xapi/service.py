@@ -262,6 +262,9 @@ class LrsService:
                 )
             except XapiMappingError as err:
                 dead.append(_dead_letter(err.reason, err.detail, stmt))
+            except Exception as err:  # noqa: BLE001 - stored: never refuse it now
+                log.exception("mapping statement %s", stmt.get("id"))
+                dead.append(_dead_letter("unmappable", repr(err)[:200], stmt))
         producer, dlq = self._producers()
         timeout = self.settings.producer.delivery_timeout_ms / 1000
         with self._publish_lock:
@@ -436,14 +439,24 @@ def _index(stmt: dict[str, Any]) -> lrs.StatementIndex:
 
 
 def _dead_letter(reason: str, detail: str, stmt: dict[str, Any]) -> dict[str, Any]:
-    """The dead-letter record of a stored statement that maps to no event."""
-    return {
+    """The dead-letter record of a stored statement that maps to no event.
+
+    ``raw`` is capped at the event size limit (the whole statement stays in the
+    LRS, where ``statementId`` finds it).
+    """
+    from learntrack.events import MAX_EVENT_BYTES
+
+    raw = dumps(stmt).decode()
+    record = {
         "reason": reason,
         "detail": detail,
         "source": "xapi-lrs",
         "statementId": stmt["id"],
-        "raw": orjson.dumps(stmt).decode(),
+        "raw": raw[:MAX_EVENT_BYTES],
     }
+    if len(raw) > MAX_EVENT_BYTES:
+        record["truncated"] = True
+    return record
 
 
 def _check_attachments(
