@@ -36,7 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from learntrack.api.deps import API_KEY_HEADER, ApiKeys
 from learntrack.errors import LearnTrackError
-from learntrack.producers.xapi_spec import StatementError, parse_version_header
+from learntrack.producers.xapi_spec import parse_version_header
 
 PREFIX = "/xAPI"
 VERSION_HEADER = "X-Experience-API-Version"
@@ -98,6 +98,11 @@ def _json_error(status: int, reason: str, version: str) -> JSONResponse:
     return JSONResponse({"detail": reason}, status, headers={VERSION_HEADER: version})
 
 
+def _answered(version: str) -> str:
+    """The version the LRS answers a request speaking ``version`` with."""
+    return "2.0.0" if version.startswith("2.") else "1.0.3"
+
+
 # -- middleware --------------------------------------------------------------------
 class XapiMiddleware:
     """Alternate syntax, the version header check and the version on every answer.
@@ -127,13 +132,16 @@ class XapiMiddleware:
         asked = headers.get(b"x-experience-api-version", b"")
         version = DEFAULT_VERSION
         try:
-            version = parse_version_header(asked.decode("latin-1") if asked else None)
-        except StatementError as err:
+            version = _answered(
+                parse_version_header(asked.decode("latin-1") if asked else None)
+            )
+        except ValueError as err:  # StatementError, or anything else refused
             if scope["path"].rstrip("/") != f"{PREFIX}/about":
+                why = getattr(err, "reason", str(err))
                 reason = (
                     f"missing {VERSION_HEADER} header"
                     if not asked
-                    else f"{err.reason}; supported: 1.0.x, 2.0.0"
+                    else f"{why}; supported: 1.0.x, 2.0.0"
                 )
                 await _json_error(400, reason, DEFAULT_VERSION)(scope, receive, send)
                 return

@@ -432,7 +432,7 @@ def _index(stmt: dict[str, Any]) -> lrs.StatementIndex:
         verb=stmt["verb"]["id"],
         activities=frozenset(statement_activities(stmt, related=False)),
         related_activities=frozenset(statement_activities(stmt, related=True)),
-        registration=statement_registration(stmt),
+        registration=(statement_registration(stmt) or "").lower() or None,
         voids=ref if _voids(stmt) else None,
         ref=ref,
     )
