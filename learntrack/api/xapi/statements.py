@@ -9,6 +9,7 @@ filters), validate with :mod:`learntrack.producers.xapi_spec` and call the app's
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -96,27 +97,36 @@ async def _store(
     try:
         statements = validate_statements(body, version=version)
     except StatementError as err:
-        await run_in_threadpool(lrs.count, "rejected:400")
         raise bad_request(f"{err.path}: {err.reason}") from None
-    try:
-        result = await run_in_threadpool(
-            lrs.store,
-            statements,
-            authority=common.authority(request, who),
-            version=version,
-            parts=parts,
-        )
-    except XapiError as err:
-        await run_in_threadpool(lrs.count, f"rejected:{err.status}")
-        raise
+    result: StoreResult = await run_in_threadpool(
+        lrs.store,
+        statements,
+        authority=common.authority(request, who),
+        version=version,
+        parts=parts,
+    )
     await run_in_threadpool(lrs.count, "accepted", len(result.ids))
     await run_in_threadpool(lrs.count, "deadLettered", result.dead_lettered)
     return result
 
 
+async def _counted(request: Request, write: Awaitable[Response]) -> Response:
+    """Run a write; count its refusal (``rejected:<status>``) if it is refused."""
+    try:
+        response = await write
+    except XapiError as err:
+        await run_in_threadpool(_lrs(request).count, f"rejected:{err.status}")
+        raise
+    return response
+
+
 @router.post("/statements", summary="Store one statement or a list; their ids")
 async def post_statements(request: Request, who: Writer) -> Response:
     """Validate every statement, store them, publish them; answer their ids."""
+    return await _counted(request, _post(request, who))
+
+
+async def _post(request: Request, who: common.Caller) -> Response:
     common.params(request, set())
     body, parts = await _statements_body(request)
     result = await _store(request, who, body, parts)
@@ -126,6 +136,10 @@ async def post_statements(request: Request, who: Writer) -> Response:
 @router.put("/statements", status_code=204, summary="Store a statement by its id")
 async def put_statement(request: Request, who: Writer) -> Response:
     """``?statementId=``: store it (204); 409 if that id holds another statement."""
+    return await _counted(request, _put(request, who))
+
+
+async def _put(request: Request, who: common.Caller) -> Response:
     values = common.params(request, {"statementId"})
     statement_id = common.uuid_param(values, "statementId")
     if statement_id is None:
