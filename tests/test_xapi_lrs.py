@@ -609,6 +609,29 @@ def test_version_header_is_required_and_always_answered(
     assert stored_count(cfg) == 0
 
 
+def test_cors_preflight_and_headers(client: TestClient, cfg: Settings) -> None:
+    """Browser clients: a preflight needs neither key nor version; answers expose
+    the xAPI headers to any origin."""
+    preflight = client.options(
+        "/xAPI/statements",
+        headers={
+            "Origin": "https://lms.example.edu",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, x-experience-api-version",
+        },
+    )
+    assert preflight.status_code == 204
+    allowed = preflight.headers["Access-Control-Allow-Headers"].lower()
+    assert "authorization" in allowed
+    assert "x-experience-api-version" in allowed
+    answer = client.get("/xAPI/statements", headers=reader(cfg))
+    assert answer.headers["Access-Control-Allow-Origin"] == "*"
+    assert (
+        "X-Experience-API-Consistent-Through"
+        in answer.headers["Access-Control-Expose-Headers"]
+    )
+
+
 def test_basic_auth_with_the_api_keys(client: TestClient, cfg: Settings) -> None:
     """HTTP Basic: the write key writes and reads, the read key reads (403 on a
     write); none or a wrong one is 401 with a Basic challenge; X-API-Key works."""

@@ -4,7 +4,8 @@ Runs in the API process. :class:`XapiMiddleware` wraps the whole app (outermost)
 and acts on ``/xAPI/`` paths only: it turns an alternate-syntax request (a form
 POST with ``?method=``) into the request it stands for, refuses a request without
 a supported ``X-Experience-API-Version`` (400; ``/xAPI/about`` needs none) and sets
-that header on every answer, errors included. The other routes of the app keep
+that header on every answer, errors included, with CORS headers (it answers a
+CORS preflight ``OPTIONS`` itself). The other routes of the app keep
 their behaviour: :func:`install` answers an invalid xAPI request 400 with a
 reason, and any other path as before (422).
 
@@ -56,6 +57,26 @@ _FORM_HEADERS = {
     "x-api-key": "x-api-key",
 }
 _ALTERNATE_METHODS = {"GET", "HEAD", "PUT", "POST", "DELETE"}
+#: CORS, for xAPI clients running in a browser (credentials travel in headers,
+#: never cookies, so any origin may call; the keys still decide).
+_CORS = [
+    (b"access-control-allow-origin", b"*"),
+    (
+        b"access-control-expose-headers",
+        b"ETag, Last-Modified, X-Experience-API-Version, "
+        b"X-Experience-API-Consistent-Through",
+    ),
+]
+_PREFLIGHT = [
+    *_CORS,
+    (b"access-control-allow-methods", b"GET, HEAD, POST, PUT, DELETE, OPTIONS"),
+    (
+        b"access-control-allow-headers",
+        b"Authorization, Content-Type, If-Match, If-None-Match, X-API-Key, "
+        b"X-Experience-API-Version",
+    ),
+    (b"access-control-max-age", b"600"),
+]
 
 
 class XapiError(LearnTrackError):
@@ -121,6 +142,19 @@ class XapiMiddleware:
         if scope["type"] != "http" or not is_xapi(scope.get("path", "")):
             await self.app(scope, receive, send)
             return
+        if scope["method"] == "OPTIONS":  # a CORS preflight: no version, no key
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 204,
+                    "headers": [
+                        *_PREFLIGHT,
+                        (b"x-experience-api-version", DEFAULT_VERSION.encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
+            return
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         if scope["method"] == "POST" and "method" in query:
             rewritten = await self._alternate(scope, receive, query)
@@ -158,7 +192,11 @@ class XapiMiddleware:
                     for k, v in message.get("headers", [])
                     if k.lower() != b"x-experience-api-version"
                 ]
-                message["headers"] = [*kept, (b"x-experience-api-version", value)]
+                message["headers"] = [
+                    *kept,
+                    *_CORS,
+                    (b"x-experience-api-version", value),
+                ]
             await send(message)
 
         await self.app(scope, receive, send_with_version)
