@@ -555,6 +555,43 @@ def test_attachments_in_multipart_are_stored_and_served(
     assert stored_count(cfg) == 1
 
 
+def _jws(header: dict[str, Any], payload: Any) -> bytes:
+    def part(value: Any) -> str:
+        return base64.urlsafe_b64encode(orjson.dumps(value)).decode().rstrip("=")
+
+    return f"{part(header)}.{part(payload)}.c2lnbmF0dXJl".encode()
+
+
+@pytest.mark.parametrize(
+    ("alg", "signs_this_statement", "status"),
+    [("RS256", True, 200), ("HS256", True, 400), ("RS256", False, 400)],
+)
+def test_signed_statements_are_checked_for_form(
+    client: TestClient, cfg: Settings, alg: str, signs_this_statement: bool, status: int
+) -> None:
+    """A signature attachment must be a compact JWS, RS256/384/512, whose payload
+    is the statement itself (the RSA signature is not verified)."""
+    stmt = statement("S1", id=str(uuid.uuid4()))
+    payload = stmt if signs_this_statement else statement("S2")
+    jws = _jws({"alg": alg}, payload)
+    sha2 = hashlib.sha256(jws).hexdigest()
+    signature = {
+        "usageType": "http://adlnet.gov/expapi/attachments/signature",
+        "display": {"en-US": "signature"},
+        "contentType": "application/octet-stream",
+        "length": len(jws),
+        "sha2": sha2,
+    }
+    body = _multipart({**stmt, "attachments": [signature]}, {sha2: jws}, "sig")
+    answer = client.post(
+        "/xAPI/statements",
+        content=body,
+        headers={**writer(cfg), "Content-Type": "multipart/mixed; boundary=sig"},
+    )
+    assert answer.status_code == status, answer.text
+    assert stored_count(cfg) == (1 if status == 200 else 0)
+
+
 def test_alternate_request_syntax(client: TestClient, cfg: Settings) -> None:
     """A form POST with ?method= stands for that request, headers in the form."""
     [sid] = client.post(

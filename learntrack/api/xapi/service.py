@@ -172,6 +172,7 @@ class LrsService:
         """
         parts = dict(parts or {})
         _check_attachments(statements, parts)
+        _check_signatures(statements, parts)
         stored_at = dt.datetime.now(dt.UTC)
         token = self._begin(stored_at)
         try:
@@ -529,6 +530,50 @@ def _attachment_part(headers: dict[str, str], raw: bytes) -> tuple[str, str, byt
     if hashlib.sha256(content).hexdigest() != sha2:
         raise bad_request(f"part {sha2}: its content has another SHA-256")
     return sha2, headers.get("content-type", "application/octet-stream"), content
+
+
+_JWS_ALGORITHMS = ("RS256", "RS384", "RS512")
+
+
+def _b64url_json(segment: str, what: str) -> Any:
+    try:
+        return loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (binascii.Error, ValueError):
+        raise bad_request(f"signature: the JWS {what} is not base64url JSON") from None
+
+
+def _check_signatures(
+    statements: Sequence[Mapping[str, Any]], parts: Mapping[str, tuple[str, bytes]]
+) -> None:
+    """Signed statements: a JWS in compact form, RS256/384/512, over the statement.
+
+    The form is checked; the RSA signature itself is not verified (docs/xapi.md).
+    """
+    for stmt in statements:
+        for att in stmt.get("attachments") or []:
+            if not isinstance(att, Mapping) or att.get("usageType") != SIGNATURE:
+                continue
+            if att.get("contentType") != "application/octet-stream":
+                raise bad_request("signature: contentType application/octet-stream")
+            part = parts.get(str(att.get("sha2")).lower())
+            if part is None:  # referenced by fileUrl: not ours to read
+                continue
+            segments = part[1].decode("ascii", "replace").strip().split(".")
+            if len(segments) != 3:  # noqa: PLR2004 - header.payload.signature
+                raise bad_request("signature: not a JWS in compact serialization")
+            header = _b64url_json(segments[0], "header")
+            if not isinstance(header, dict) or header.get("alg") not in _JWS_ALGORITHMS:
+                raise bad_request("signature: alg must be RS256, RS384 or RS512")
+            payload = _b64url_json(segments[1], "payload")
+            if not isinstance(payload, dict) or not same_statement(
+                _unattached(payload), _unattached(stmt)
+            ):
+                raise bad_request("signature: the JWS payload is another statement")
+
+
+def _unattached(stmt: Mapping[str, Any]) -> dict[str, Any]:
+    """The statement without attachments (the signature is attached after)."""
+    return {k: v for k, v in stmt.items() if k != "attachments"}
 
 
 def parse_multipart(body: bytes, content_type: str) -> tuple[bytes, dict[str, Any]]:
