@@ -44,7 +44,7 @@ from tests.helpers import ROOT, isolated
 pytestmark = [pytest.mark.stack, pytest.mark.spark, pytest.mark.slow]
 
 #: The clients, as the ``xapi-clients`` extra of pyproject.toml pins them.
-CLIENTS = ("ralph-malph==5.0.1", "tincan==1.0.0")
+CLIENTS = ("ralph-malph==5.1.0", "tincan==1.0.0")
 SCRIPTS = ROOT / "tests" / "xapi_clients"
 ADL = "http://adlnet.gov/expapi/verbs/"
 COURSE = "https://lms.example.edu/courses/ML201"
