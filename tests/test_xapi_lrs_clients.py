@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,7 +45,11 @@ from tests.helpers import ROOT, isolated
 pytestmark = [pytest.mark.stack, pytest.mark.spark, pytest.mark.slow]
 
 #: The clients, as the ``xapi-clients`` extra of pyproject.toml pins them.
-CLIENTS = ("ralph-malph==5.1.0", "tincan==1.0.0")
+CLIENTS = tuple(
+    tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]["xapi-clients"]
+)
 SCRIPTS = ROOT / "tests" / "xapi_clients"
 ADL = "http://adlnet.gov/expapi/verbs/"
 COURSE = "https://lms.example.edu/courses/ML201"
