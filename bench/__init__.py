@@ -38,6 +38,7 @@ __all__ = ["SECTIONS", "Figure", "Section", "run"]
 SECTIONS: dict[str, tuple[str, str]] = {
     "raw": ("bench.raw", "raw limits of each store and the Spark source"),
     "producers": ("bench.producers", "generator and SDK publish rates"),
+    "xapi": ("bench.xapi", "statements/s through the LRS, 100 per request and one"),
     "stream": (
         "bench.stream",
         "sustained end-to-end rate, freshness, scaling, a micro-batch profile",

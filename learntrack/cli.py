@@ -108,7 +108,7 @@ def bench(  # noqa: PLR0913
     only: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated sections: raw, producers, stream, legacy, "
+            help="Comma-separated sections: raw, producers, xapi, stream, legacy, "
             "queries, batch (default: all). The others keep their figures from "
             "the report already in --out."
         ),

@@ -401,6 +401,17 @@ class ApiSettings(BaseModel):
     max_events_per_request: int = Field(10_000, ge=1)
 
 
+class XapiSettings(BaseModel):
+    """The Learning Record Store under ``/xAPI/`` (part of ``learntrack api``)."""
+
+    default_region: str = Field(
+        "EU", description="Region of statements without a region extension."
+    )
+    max_query_limit: int = Field(
+        500, ge=1, description="Statements per page of GET /xAPI/statements."
+    )
+
+
 class MetricsSettings(BaseModel):
     """Per-batch pipeline metrics: kept in Redis, pushed to Grafana Live if set.
 
@@ -495,6 +506,7 @@ class Settings(BaseSettings):
     stream: StreamSettings = Field(default_factory=StreamSettings)
     detect: DetectSettings = Field(default_factory=DetectSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    xapi: XapiSettings = Field(default_factory=XapiSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @field_validator("data_dir")

@@ -10,6 +10,9 @@ write key (which also grants reads); a missing or wrong key is 401, the read key
 a write endpoint 403. Bodies above ``api.max_body_bytes`` are refused with 413
 before any endpoint runs (:mod:`learntrack.api.middleware`). Invalid input is a
 4xx, never a 500; a store that is down is a 503 (:mod:`learntrack.api.errors`).
+The Learning Record Store (xAPI) is served under ``/xAPI/``
+(:mod:`learntrack.api.xapi`), with the xAPI's own rules (HTTP Basic, the version
+header, 400 rather than 422).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from learntrack.api.routers import (
     students,
 )
 from learntrack.api.service import QueryService
+from learntrack.api.xapi import install as install_lrs
 from learntrack.config import Settings, get_settings
 from learntrack.events import ActivityEvent
 
@@ -47,6 +51,7 @@ __all__ = ["API_KEY_HEADER", "BodyLimitMiddleware", "api_keys", "create_app"]
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Close the app's query service (its store clients) when the server stops."""
     yield
+    await run_in_threadpool(app.state.lrs.close)
     await run_in_threadpool(app.state.service.close)
 
 
@@ -76,6 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ingest.router(settings.api.max_events_per_request))
     for area in (students, engagement, alerts, courses, pipeline, dashboard):
         app.include_router(area.router)
+    # The Learning Record Store under /xAPI/ (its middleware goes outermost).
+    install_lrs(app, settings, app.state.service)
 
     app.openapi = partial(_openapi, app)  # type: ignore[method-assign]
     return app
