@@ -391,7 +391,8 @@ def test_accepts(rule: Rule) -> None:
 
 
 def test_statement_must_be_an_object() -> None:
-    for value in ("statement", 5, [], None):
+    values: list[object] = ["statement", 5, [], None]
+    for value in values:
         with pytest.raises(StatementError) as caught:
             validate_statement(value)
         assert caught.value.reason == ("null_value" if value is None else "bad_type")
