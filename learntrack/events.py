@@ -58,9 +58,7 @@ MAX_IRI_CHARS = 2048
 IRI_PATTERN = r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s\x00-\x1f\x7f]*$"
 
 Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
-Iri = Annotated[
-    str, Field(min_length=1, max_length=MAX_IRI_CHARS, pattern=IRI_PATTERN)
-]
+Iri = Annotated[str, Field(min_length=1, max_length=MAX_IRI_CHARS, pattern=IRI_PATTERN)]
 MetadataValue = str | int | float | bool
 
 

@@ -534,19 +534,19 @@ def map_timestamp(
     if value is None:
         value, source = stmt.get("stored"), "stored"
     if value is None and stored is not None:
-        value = stored
+        parsed = stored
     elif not isinstance(value, str):
         msg = "statement has no timestamp" if value is None else "timestamp not text"
         raise XapiMappingError("invalid_timestamp", msg)
     else:
         try:
-            value = dt.datetime.fromisoformat(value.strip())
+            parsed = dt.datetime.fromisoformat(value.strip())
         except ValueError:
             msg = f"{source} {value[:80]!r} is not ISO 8601"
             raise XapiMappingError("invalid_timestamp", msg) from None
-    if value.tzinfo is None or value.utcoffset() is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return value
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed
 
 
 def _extension(
