@@ -54,7 +54,7 @@ def main() -> None:
         id="bookmark",
         activity=activity,
         agent=agent,
-        content=b'{"page": 7}',
+        content='{"page": 7}',  # a str: tincan's Document takes no bytes
         content_type="application/json",
     )
     _check(lrs.save_state(doc), "save_state")
