@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 from learntrack.api.app import create_app
 from learntrack.clients import mongo_client
 from learntrack.config import Settings, get_settings
-from learntrack.producers.xapi import XAPI_NAMESPACE
+from learntrack.producers.xapi import XAPI_NAMESPACE, statement_event_id
 from learntrack.sinks import lrs
 from learntrack.topics import create_topic, delete_topics, read_topic
 
@@ -232,7 +232,7 @@ def _bad_statements() -> list[tuple[str, Any]]:
         ("verb a string", {**good, "verb": ADL + "experienced"}),
         ("object without id", {**good, "object": {"definition": {}}}),
         ("bad timestamp", {**good, "timestamp": "yesterday"}),
-        ("timestamp without zone", {**good, "timestamp": "2026-11-20T10:15:00"}),
+        ("impossible timestamp", {**good, "timestamp": "2026-13-45T10:15:00Z"}),
         ("id not a UUID", {**good, "id": "42"}),
         ("registration not a UUID", {**good, "context": {"registration": "r1"}}),
         ("not an object", "a statement"),
@@ -252,7 +252,7 @@ def test_invalid_statements_are_400_counted_and_reach_no_store(
         mixed = [statement("S2"), body, statement("S3")]
         batch = client.post("/xAPI/statements", json=mixed, headers=writer(cfg))
         assert batch.status_code == 400
-        assert "statements[1]" in batch.json()["detail"]
+        assert "statement[1]" in batch.json()["detail"]
     assert stored_count(cfg) == 0
     assert read_topic(cfg, cfg.topics.activity) == []
     assert counts(cfg)["rejected:400"] == (2 if isinstance(body, dict) else 1)
@@ -281,19 +281,25 @@ def test_a_statement_the_mapping_cannot_use_is_stored_and_dead_lettered(
     client: TestClient, cfg: Settings
 ) -> None:
     """Valid xAPI is never refused: a statement LearnTrack cannot turn into an
-    activity event (here an actor name outside the event's id pattern) is stored,
-    answered 200 and published to the dead-letter topic with its reason."""
+    activity event (here a timestamp before the event model's 2000-01-01) is
+    stored, answered 200 and published to the dead-letter topic with its reason;
+    an actor name outside the event's id pattern is no such case any more: it is
+    published under a stable hashed student id."""
+    old = statement("S1", timestamp="1999-06-01T10:15:00Z")
     odd = statement("Ann Smith (guest)")
-    answer = client.post("/xAPI/statements", json=odd, headers=writer(cfg))
+    answer = client.post("/xAPI/statements", json=[old, odd], headers=writer(cfg))
     assert answer.status_code == 200, answer.text
-    [sid] = answer.json()
-    assert get_one(client, cfg, sid).status_code == 200
-    assert read_topic(cfg, cfg.topics.activity) == []
+    old_id, odd_id = answer.json()
+    assert get_one(client, cfg, old_id).status_code == 200
+    [published] = read_topic(cfg, cfg.topics.activity)
+    event = orjson.loads(published.value())
+    assert event["studentId"].startswith("account:")
+    assert event["eventId"] == str(statement_event_id({"id": odd_id}))
     [dead] = read_topic(cfg, cfg.topics.dlq)
     record = orjson.loads(dead.value())
-    assert record["reason"] == "bad_actor"
-    assert record["statementId"] == sid
-    assert orjson.loads(record["raw"])["actor"] == odd["actor"]
+    assert record["reason"] == "timestamp_out_of_range"
+    assert record["statementId"] == old_id
+    assert orjson.loads(record["raw"])["timestamp"] == old["timestamp"]
     assert counts(cfg)["deadLettered"] == 1
 
 

@@ -41,7 +41,7 @@ def _agent(values: dict[str, str]) -> dict[str, Any]:
     try:
         return parse_agent_param(common.required(values, "agent"))
     except StatementError as err:
-        raise bad_request(f"agent: {err.reason}") from None
+        raise bad_request(f"agent parameter: {err} ({err.reason})") from None
 
 
 # -- about, agents, activities ------------------------------------------------------

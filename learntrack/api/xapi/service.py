@@ -39,7 +39,7 @@ from learntrack.api.service import QueryService, UnavailableError
 from learntrack.api.xapi.common import XapiError, bad_request
 from learntrack.config import Settings
 from learntrack.producers.xapi_spec import (
-    VOIDED,
+    VOIDED_VERB,
     agent_ifi,
     format_statement,
     prepare_statement,
@@ -421,7 +421,7 @@ def _same_or_conflict(doc: dict[str, Any], new: dict[str, Any]) -> dict[str, Any
 
 def _voids(stmt: Mapping[str, Any]) -> bool:
     verb = stmt.get("verb")
-    return isinstance(verb, Mapping) and verb.get("id") == VOIDED
+    return isinstance(verb, Mapping) and verb.get("id") == VOIDED_VERB
 
 
 def _index(stmt: dict[str, Any]) -> lrs.StatementIndex:

@@ -97,7 +97,7 @@ async def _store(
     try:
         statements = validate_statements(body, version=version)
     except StatementError as err:
-        raise bad_request(f"{err.path}: {err.reason}") from None
+        raise bad_request(f"{err} ({err.reason})") from None
     result: StoreResult = await run_in_threadpool(
         lrs.store,
         statements,
@@ -214,7 +214,7 @@ def _filter(values: dict[str, str]) -> StatementFilter:
         try:
             agent = agent_ifi(parse_agent_param(values["agent"]))
         except StatementError as err:
-            raise bad_request(f"agent: {err.reason}") from None
+            raise bad_request(f"agent parameter: {err} ({err.reason})") from None
     return StatementFilter(
         agent=agent,
         related_agents=common.boolean(values, "related_agents"),
