@@ -306,8 +306,10 @@ def test_a_statement_the_mapping_cannot_use_is_stored_and_dead_lettered(
 def test_a_broker_outage_is_503_and_a_retry_publishes(
     client: TestClient, cfg: Settings
 ) -> None:
-    """Kafka down: 503, never a silent loss; the statement is stored, and sending
-    it again (same id) once Kafka is back publishes it."""
+    """Kafka down: 503, never a silent loss: nothing of the request is kept (a
+    statement without an id would otherwise be stored twice by a retry, its first
+    copy never published), and sending it again once Kafka is back stores and
+    publishes it."""
     import socket
 
     with socket.socket() as s:
@@ -322,17 +324,69 @@ def test_a_broker_outage_is_503_and_a_retry_publishes(
     sid = str(uuid.uuid4())
     with TestClient(create_app(down)) as outage:
         answer = outage.post(
-            "/xAPI/statements", json=statement("S1", id=sid), headers=writer(cfg)
+            "/xAPI/statements",
+            json=[statement("S1", id=sid), statement("S2")],
+            headers=writer(cfg),
         )
     assert answer.status_code == 503, answer.text
-    assert get_one(client, cfg, sid).status_code == 200  # stored all the same
+    assert get_one(client, cfg, sid).status_code == 404  # not kept
+    assert stored_count(cfg) == 0
     assert read_topic(cfg, cfg.topics.activity) == []
     retry = client.post(
         "/xAPI/statements", json=statement("S1", id=sid), headers=writer(cfg)
     )
     assert retry.status_code == 200
+    assert get_one(client, cfg, sid).status_code == 200
     [record] = read_topic(cfg, cfg.topics.activity)
     assert orjson.loads(record.value())["eventId"] == event_id(sid)
+
+
+def test_since_is_exclusive_and_until_inclusive_at_a_stored_time(
+    client: TestClient, cfg: Settings
+) -> None:
+    """since/until given a statement's own ``stored`` (as clients read it back):
+    since leaves it out, until keeps it."""
+    [sid] = client.post(
+        "/xAPI/statements", json=statement("S1"), headers=writer(cfg)
+    ).json()
+    stored = get_one(client, cfg, sid).json()["stored"]
+
+    def ids(**params: str) -> list[str]:
+        answer = client.get("/xAPI/statements", params=params, headers=reader(cfg))
+        assert answer.status_code == 200, answer.text
+        return [st["id"] for st in answer.json()["statements"]]
+
+    assert ids(since=stored) == []
+    assert ids(until=stored) == [sid]
+
+
+def test_context_activities_come_back_as_arrays_and_repeated_properties_are_400(
+    client: TestClient, cfg: Settings
+) -> None:
+    """A single contextActivities object is returned as an array in every format
+    (Data 2.4.6.2); a body using a property twice in one object is refused."""
+    single = statement("S1")
+    single["context"] = {"contextActivities": {"parent": {"id": COURSE}}}
+    [sid] = client.post("/xAPI/statements", json=single, headers=writer(cfg)).json()
+    for fmt in ("exact", "ids", "canonical"):
+        parent = get_one(client, cfg, sid, format=fmt).json()["context"][
+            "contextActivities"
+        ]["parent"]
+        assert isinstance(parent, list), fmt
+        assert [a["id"] for a in parent] == [COURSE], fmt
+    twice = (
+        b'{"actor": {"mbox": "mailto:a@example.org"}, "verb": {"id": "'
+        + ADL.encode()
+        + b'experienced"}, "object": {"id": "https://x.org/a", "id": "https://x.org/b"}}'
+    )
+    answer = client.post(
+        "/xAPI/statements",
+        content=twice,
+        headers={**writer(cfg), "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 400
+    assert "duplicate_property" in answer.text
+    assert stored_count(cfg) == 1
 
 
 # -- statements: GET ------------------------------------------------------------------

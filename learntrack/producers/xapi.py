@@ -119,6 +119,7 @@ ASSESSMENT_TYPES = frozenset(
 #: :attr:`~learntrack.events.Action.OTHER`.
 VERB_ACTIONS: dict[str, Action] = {
     ADL + "experienced": Action.PAGE_VIEW,
+    "http://id.tincanapi.com/verb/viewed": Action.PAGE_VIEW,  # Open edX, Moodle
     ADL + "launched": Action.PAGE_VIEW,
     ADL + "completed": Action.PAGE_VIEW,  # video/assessment objects: see map_verb
     ADL + "attempted": Action.QUIZ_ATTEMPT,
@@ -128,8 +129,10 @@ VERB_ACTIONS: dict[str, Action] = {
     ADL + "commented": Action.FORUM_POST,
     ADL + "shared": Action.FORUM_POST,
     ADL + "logged-in": Action.LOGIN,
+    "https://w3id.org/xapi/adl/verbs/logged-in": Action.LOGIN,  # ADL's w3id IRI
     ADL + "initialized": Action.LOGIN,
     ADL + "logged-out": Action.LOGOUT,
+    "https://w3id.org/xapi/adl/verbs/logged-out": Action.LOGOUT,
     ADL + "terminated": Action.LOGOUT,
     ADL + "exited": Action.LOGOUT,
     "https://w3id.org/xapi/dod-isd/verbs/submitted": Action.ASSIGNMENT_SUBMIT,

@@ -182,6 +182,13 @@ def insert_statements(db: Any, docs: Sequence[dict[str, Any]]) -> set[str]:
     return set()
 
 
+def delete_statements(db: Any, ids: Iterable[str]) -> None:
+    """Delete the statements ``ids`` (a request that was refused or not published)."""
+    wanted = list(ids)
+    if wanted:
+        db[STATEMENTS].delete_many({"_id": {"$in": wanted}})
+
+
 def void_statements(db: Any, targets: Iterable[str]) -> int:
     """Mark ``targets`` voided (voiding statements themselves are never voided)."""
     ids = list(targets)

@@ -115,6 +115,18 @@ def iso(when: dt.datetime) -> str:
     return text.replace("+00:00", "Z")
 
 
+async def _count_refused_write(scope: Scope) -> None:
+    """Count a statements write refused here (``rejected:400``) like the others."""
+    path = scope["path"].rstrip("/")
+    if path != f"{PREFIX}/statements" or scope["method"] not in {"POST", "PUT"}:
+        return
+    lrs = getattr(scope["app"].state, "lrs", None)
+    if lrs is not None:
+        from fastapi.concurrency import run_in_threadpool
+
+        await run_in_threadpool(lrs.count, "rejected:400")
+
+
 def _json_error(status: int, reason: str, version: str) -> JSONResponse:
     return JSONResponse({"detail": reason}, status, headers={VERSION_HEADER: version})
 
@@ -177,6 +189,7 @@ class XapiMiddleware:
                     if not asked
                     else f"{why}; supported: 1.0.x, 2.0.0"
                 )
+                await _count_refused_write(scope)
                 await _json_error(400, reason, DEFAULT_VERSION)(scope, receive, send)
                 return
         scope.setdefault("state", {})["xapi_version"] = version

@@ -173,12 +173,21 @@ class LrsService:
         parts = dict(parts or {})
         _check_attachments(statements, parts)
         _check_signatures(statements, parts)
-        stored_at = dt.datetime.now(dt.UTC)
+        now = dt.datetime.now(dt.UTC)
+        # Milliseconds, as ``stored`` is written: since/until compare what
+        # clients read back (since=<a statement's stored> excludes it).
+        stored_at = now.replace(microsecond=now.microsecond // 1000 * 1000)
         token = self._begin(stored_at)
         try:
+            # Stored as sent, but each contextActivities value as an array: the
+            # specification wants arrays back in every format (Data 2.4.6.2).
             prepared = [
-                prepare_statement(
-                    s, stored=stored_at, authority=authority, version=version
+                format_statement(
+                    prepare_statement(
+                        s, stored=stored_at, authority=authority, version=version
+                    ),
+                    "exact",
+                    [],
                 )
                 for s in statements
             ]
@@ -211,20 +220,28 @@ class LrsService:
             lrs.inherit_targets(db, docs)
             lrs.put_attachments(db, parts)
             raced = lrs.insert_statements(db, docs)
-            if raced:
-                now = lrs.stored_statements(db, raced)
-                for _i, sid, p in new:
-                    if sid in raced:
-                        final[sid] = _same_or_conflict(now[sid], p)
-            voids = {str(p["object"]["id"]).lower() for _i, _s, p in new if _voids(p)}
-            new_ids = [sid for _i, sid, _p in new]
-            lrs.void_statements(db, voids | lrs.voided_targets(db, new_ids))
-            for sid, p in zip(ids, prepared, strict=True):
-                final.setdefault(sid, p)
-            result = StoreResult(
-                ids=[str(p["id"]) for p in prepared], stored=len(new) - len(raced)
-            )
-            self._publish([final[sid] for sid in ids], result)
+            inserted = [sid for _i, sid, _p in new if sid not in raced]
+            try:
+                if raced:
+                    now_stored = lrs.stored_statements(db, raced)
+                    for _i, sid, p in new:
+                        if sid in raced:
+                            final[sid] = _same_or_conflict(now_stored[sid], p)
+                for sid, p in zip(ids, prepared, strict=True):
+                    final.setdefault(sid, p)
+                result = StoreResult(
+                    ids=[str(p["id"]) for p in prepared], stored=len(inserted)
+                )
+                self._publish([final[sid] for sid in ids], result)
+            except BaseException:
+                # Refused (409) or not published (503): nothing of the request
+                # stays stored, so a retry stores and publishes it afresh and no
+                # statement is readable that the stream never received.
+                lrs.delete_statements(db, inserted)
+                raise
+            # Voiding once the request is accepted (idempotent: a retry voids again).
+            voids = {str(p["object"]["id"]).lower() for p in prepared if _voids(p)}
+            lrs.void_statements(db, voids | lrs.voided_targets(db, ids))
             return result
         finally:
             self._end(token)

@@ -40,6 +40,7 @@ from learntrack.producers.xapi_spec import (
     StatementError,
     agent_ifi,
     parse_agent_param,
+    parse_json,
     validate_statements,
 )
 from learntrack.sinks.lrs import StatementFilter
@@ -84,9 +85,10 @@ async def _statements_body(request: Request) -> tuple[Any, dict[str, Any]]:
     elif not ctype.lower().startswith("application/json"):
         raise bad_request("statements are application/json or multipart/mixed")
     try:
-        return loads(raw), parts
-    except ValueError as err:
-        raise bad_request(f"the body is not JSON: {err}") from None
+        # Strict: a property used twice in one object is refused (Data 2.2).
+        return parse_json(raw), parts
+    except StatementError as err:
+        raise bad_request(f"{err} ({err.reason})") from None
 
 
 async def _store(
