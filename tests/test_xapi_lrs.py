@@ -748,6 +748,8 @@ def test_basic_auth_with_the_api_keys(client: TestClient, cfg: Settings) -> None
     assert garbled.status_code == 401
     forbidden = client.post("/xAPI/statements", json=statement(), headers=reader(cfg))
     assert forbidden.status_code == 403
+    anonymous = client.post("/xAPI/statements", json=statement(), headers=V)
+    assert anonymous.status_code == 401
     assert client.get("/xAPI/statements", headers=reader(cfg)).status_code == 200
     keyed = {**V, "X-API-Key": cfg.api.write_key.get_secret_value()}
     assert (
@@ -755,6 +757,8 @@ def test_basic_auth_with_the_api_keys(client: TestClient, cfg: Settings) -> None
         == 200
     )
     assert stored_count(cfg) == 1
+    refused = counts(cfg)  # the refused writes are counted (reads are not)
+    assert (refused.get("rejected:401"), refused.get("rejected:403")) == (1, 1)
 
 
 def test_too_large_is_413_and_other_endpoints_keep_422(cfg: Settings) -> None:
@@ -766,6 +770,7 @@ def test_too_large_is_413_and_other_endpoints_keep_422(cfg: Settings) -> None:
         answer = api.post("/xAPI/statements", json=big, headers=writer(cfg))
         assert answer.status_code == 413
         assert answer.headers["X-Experience-API-Version"] == "1.0.3"
+        assert counts(cfg).get("rejected:413") == 1
         assert cfg.api.write_key is not None
         key = {"X-API-Key": cfg.api.write_key.get_secret_value()}
         legacy = api.post("/activities", content=b"{not json", headers=key)

@@ -115,8 +115,13 @@ def iso(when: dt.datetime) -> str:
     return text.replace("+00:00", "Z")
 
 
-async def _count_refused_write(scope: Scope) -> None:
-    """Count a statements write refused here (``rejected:400``) like the others."""
+#: Refusals of a statements write that happen before its route runs (auth, body
+#: size): counted by the middleware; the route counts its own (400, 409).
+_REFUSED_BEFORE_THE_ROUTE = frozenset({401, 403, 413})
+
+
+async def _count_refused_write(scope: Scope, status: int) -> None:
+    """Count a refused statements write (``rejected:<status>``) like the others."""
     path = scope["path"].rstrip("/")
     if path != f"{PREFIX}/statements" or scope["method"] not in {"POST", "PUT"}:
         return
@@ -124,7 +129,7 @@ async def _count_refused_write(scope: Scope) -> None:
     if lrs is not None:
         from fastapi.concurrency import run_in_threadpool
 
-        await run_in_threadpool(lrs.count, "rejected:400")
+        await run_in_threadpool(lrs.count, f"rejected:{status}")
 
 
 def _json_error(status: int, reason: str, version: str) -> JSONResponse:
@@ -189,7 +194,7 @@ class XapiMiddleware:
                     if not asked
                     else f"{why}; supported: 1.0.x, 2.0.0"
                 )
-                await _count_refused_write(scope)
+                await _count_refused_write(scope, 400)
                 await _json_error(400, reason, DEFAULT_VERSION)(scope, receive, send)
                 return
         scope.setdefault("state", {})["xapi_version"] = version
@@ -200,6 +205,8 @@ class XapiMiddleware:
             if head and message["type"] == "http.response.body":
                 message = {**message, "body": b""}  # HEAD: the GET's headers only
             if message["type"] == "http.response.start":
+                if message["status"] in _REFUSED_BEFORE_THE_ROUTE:
+                    await _count_refused_write(scope, message["status"])
                 kept = [
                     (k, v)
                     for k, v in message.get("headers", [])
