@@ -288,6 +288,7 @@ REFUSED: list[Rule] = [
     refused("attachment-length-negative", "D 2.4.11", "length is a number of octets (not negative)", ATT, {"attachments.0.length": -1}, "bad_attachment", f"{S}.attachments[0].length"),  # noqa: E501
     refused("attachment-content-type", "D 2.4.11", "contentType is an Internet Media Type", ATT, {"attachments.0.contentType": "should error"}, "bad_attachment", f"{S}.attachments[0].contentType"),  # noqa: E501
     refused("attachment-sha2-not-hex", "D 2.4.11", "sha2 is the (hex) SHA-2 of the attachment data", ATT, {"attachments.0.sha2": "not hex!"}, "bad_attachment", f"{S}.attachments[0].sha2"),  # noqa: E501
+    refused("attachment-sha2-too-short", "D 2.4.11", "sha2 is a whole SHA-2 digest (224, 256, 384 or 512 bits)", ATT, {"attachments.0.sha2": "ab"}, "bad_attachment", f"{S}.attachments[0].sha2"),  # noqa: E501
     refused("attachment-file-url", "D 2.4.11", "fileUrl is an IRL", ATT, {"attachments.0.fileUrl": "file.txt"}, "bad_iri", f"{S}.attachments[0].fileUrl"),  # noqa: E501
     refused("attachment-display-empty", "D 2.4.11 / 4.2", "display is a language map (with an entry)", ATT, {"attachments.0.display": {}}, "bad_language_map", f"{S}.attachments[0].display"),  # noqa: E501
     refused("signature-content-type", "D 2.6.s4.b1", "a signature attachment has contentType application/octet-stream", SIG, {"attachments.0.contentType": "text/plain"}, "bad_attachment", f"{S}.attachments[0].contentType"),  # noqa: E501

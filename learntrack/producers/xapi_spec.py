@@ -892,7 +892,7 @@ class _Validator:
                 msg = "length is a non-negative integer (octets)"
                 _fail("bad_attachment", _key(where, "length"), msg)
             sha2 = _string(obj["sha2"], _key(where, "sha2"))
-            if not _HEX_RE.match(sha2):
+            if not _HEX_RE.match(sha2) or len(sha2) not in {56, 64, 96, 128}:
                 msg = f"{_short(sha2)} is not a hex SHA-2 digest"
                 _fail("bad_attachment", _key(where, "sha2"), msg)
             if "fileUrl" in obj:

@@ -485,7 +485,7 @@ def _check_attachments(
     for stmt in statements:
         for att in stmt.get("attachments") or []:
             if isinstance(att, Mapping) and "fileUrl" not in att:
-                needed.add(str(att.get("sha2")))
+                needed.add(str(att.get("sha2")).lower())
     missing = needed - set(parts)
     if missing:
         msg = f"attachment {sorted(missing)[0]} has no part in a multipart/mixed body"
@@ -494,7 +494,7 @@ def _check_attachments(
         set(parts)
         - needed
         - {
-            str(att.get("sha2"))
+            str(att.get("sha2")).lower()
             for stmt in statements
             for att in stmt.get("attachments") or []
             if isinstance(att, Mapping)
@@ -530,6 +530,10 @@ def _sections(body: bytes, boundary: bytes) -> list[tuple[dict[str, str], bytes]
     return sections
 
 
+#: The SHA-2 function a hex digest of this length comes from (Data 2.4.11: sha2).
+_SHA2_BY_HEX_LENGTH = {56: "sha224", 64: "sha256", 96: "sha384", 128: "sha512"}
+
+
 def _attachment_part(headers: dict[str, str], raw: bytes) -> tuple[str, str, bytes]:
     """(sha2, content type, bytes) of one attachment part, its hash checked."""
     sha2 = headers.get("x-experience-api-hash", "").lower()
@@ -544,8 +548,11 @@ def _attachment_part(headers: dict[str, str], raw: bytes) -> tuple[str, str, byt
             raise bad_request("an attachment part is not valid base64") from None
     elif encoding != "binary":
         raise bad_request("attachment parts need Content-Transfer-Encoding binary")
-    if hashlib.sha256(content).hexdigest() != sha2:
-        raise bad_request(f"part {sha2}: its content has another SHA-256")
+    algorithm = _SHA2_BY_HEX_LENGTH.get(len(sha2))
+    if algorithm is None:
+        raise bad_request(f"part {sha2}: not a SHA-224/256/384/512 hex digest")
+    if hashlib.new(algorithm, content).hexdigest() != sha2:
+        raise bad_request(f"part {sha2}: its content has another {algorithm}")
     return sha2, headers.get("content-type", "application/octet-stream"), content
 
 
