@@ -259,3 +259,21 @@ class StreamProcess:
         """Kill whatever is left (after a failed test)."""
         if self.proc.poll() is None:
             self.kill()
+
+
+def wait_until_answers(
+    url: str, server: subprocess.Popen[Any], why: Callable[[], str], timeout: float = 60
+) -> None:
+    """Poll ``url`` until it answers 200; fail with ``why()`` if ``server`` died."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        assert server.poll() is None, why()
+        try:
+            if httpx.get(url, timeout=10).status_code == 200:  # noqa: PLR2004
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"{url} did not answer"
+        time.sleep(0.2)

@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -38,6 +37,7 @@ from learntrack.scoring import anchored, score_at
 from learntrack.sinks.mongo import MongoActivitySink, MongoStudentSink
 from learntrack.sinks.redis import PREFIX, RedisScoreSink
 from learntrack.topics import create_topic, delete_topics, read_topic
+from tests.helpers import wait_until_answers
 
 pytestmark = pytest.mark.stack
 
@@ -989,16 +989,7 @@ def test_learntrack_api_serves_over_http_until_stopped(
     server = run_api(port, **isolation)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:  # poll until it answers (or has died)
-            assert server.poll() is None, server.communicate()
-            try:
-                if httpx.get(f"{base}/health", timeout=10).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "learntrack api did not answer"
-            time.sleep(0.2)
+        wait_until_answers(f"{base}/health", server, lambda: str(server.communicate()))
         got = httpx.get(f"{base}/students/{sid}", headers=read_headers(cfg))
         assert got.status_code == 200
         assert got.json()["name"] == "Grace Hopper"

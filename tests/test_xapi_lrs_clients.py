@@ -19,7 +19,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import tomllib
 import uuid
 from collections.abc import Iterator
@@ -40,7 +39,7 @@ from learntrack.sinks.redis import student_key
 from learntrack.stack.manager import Stack
 from learntrack.streaming.job import StreamJob
 from learntrack.topics import ensure_topics, read_topic
-from tests.helpers import ROOT, isolated
+from tests.helpers import ROOT, isolated, wait_until_answers
 
 pytestmark = [pytest.mark.stack, pytest.mark.spark, pytest.mark.slow]
 
@@ -104,16 +103,9 @@ def served(
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:  # poll until it answers (or has died)
-            assert server.poll() is None, (tmp_path / "api.log").read_text()
-            try:
-                if httpx.get(f"{base}/xAPI/about", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "learntrack api did not answer"
-            time.sleep(0.2)
+        wait_until_answers(
+            f"{base}/xAPI/about", server, (tmp_path / "api.log").read_text
+        )
         yield base, settings
     finally:
         server.send_signal(signal.SIGINT)

@@ -36,6 +36,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from learntrack.api.deps import API_KEY_HEADER, ApiKeys
+from learntrack.api.middleware import replay_body
 from learntrack.errors import LearnTrackError
 from learntrack.producers.xapi_spec import parse_version_header
 
@@ -271,16 +272,7 @@ class XapiMiddleware:
             "headers": new_headers,
             "query_string": urlencode(params).encode("latin-1"),
         }
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": content, "more_body": False}
-            return await receive()
-
-        return new_scope, replay
+        return new_scope, replay_body(content, receive)
 
 
 # -- auth ---------------------------------------------------------------------------
