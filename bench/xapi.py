@@ -121,41 +121,21 @@ def run(ctx: BenchContext) -> Section:
     try:
         with api_server(env) as base:
             rates, lat = measure(ctx, base, settings, batched, 100)
-            section.figures += [
-                Figure.of(
-                    "POST /xAPI/statements, 100 per request",
-                    "statements/s",
-                    rates,
-                    "validated, stored in MongoDB, acknowledged by Kafka; one client",
-                ),
-                Figure.of(
-                    "latency of a 100-statement POST, p50", "ms", [percentile(lat, 0.5)]
-                ),
-                Figure.of(
-                    "latency of a 100-statement POST, p99",
-                    "ms",
-                    [percentile(lat, 0.99)],
-                ),
-            ]
+            section.figures += _figures(
+                "100 per request",
+                "a 100-statement POST",
+                rates,
+                lat,
+                "validated, stored in MongoDB, acknowledged by Kafka; one client",
+            )
             rates, lat = measure(ctx, base, settings, single, 1)
-            section.figures += [
-                Figure.of(
-                    "POST /xAPI/statements, one per request",
-                    "statements/s",
-                    rates,
-                    "one client, one request at a time",
-                ),
-                Figure.of(
-                    "latency of a single-statement POST, p50",
-                    "ms",
-                    [percentile(lat, 0.5)],
-                ),
-                Figure.of(
-                    "latency of a single-statement POST, p99",
-                    "ms",
-                    [percentile(lat, 0.99)],
-                ),
-            ]
+            section.figures += _figures(
+                "one per request",
+                "a single-statement POST",
+                rates,
+                lat,
+                "one client, one request at a time",
+            )
         section.figures.append(
             bench_sdk_send(ctx.settings, 5_000 if ctx.quick else 30_000, ctx.runs)
         )
@@ -172,3 +152,16 @@ def run(ctx: BenchContext) -> Section:
         "Reproduce: `learntrack bench --only xapi` (`--quick` for a short run).",
     ]
     return section
+
+
+def _figures(
+    per_request: str, request: str, rates: list[float], lat: list[float], note: str
+) -> list[Figure]:
+    """The rate of one way of posting, and its requests' p50 and p99 latency."""
+    return [
+        Figure.of(f"POST /xAPI/statements, {per_request}", "statements/s", rates, note),
+        *(
+            Figure.of(f"latency of {request}, {name}", "ms", [percentile(lat, q)])
+            for name, q in (("p50", 0.5), ("p99", 0.99))
+        ),
+    ]
